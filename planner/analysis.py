@@ -1,0 +1,122 @@
+"""What is hidden and what covers it, over the whole tree (DESIGN.md, path resolution)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.errors import TargetError
+from planner.mountinfo import Mount
+from planner.paths import is_clean, is_under, prefixes
+from planner.targets import KINDS, Target
+from planner.tree import MountTree
+
+
+@dataclass(frozen=True)
+class Cover:
+    """Mount `mount` covers a path at `at`, as a child of chain mount `over`."""
+
+    mount: int
+    over: int
+    at: str
+
+
+@dataclass(frozen=True)
+class TargetFinding:
+    target: Target
+    covers: tuple[Cover, ...]
+    movers: tuple[int, ...]  # every mount that must leave the path, in move order
+
+    @property
+    def hidden(self) -> bool:
+        return bool(self.covers)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    tree: MountTree
+    mount_covers: dict[int, tuple[Cover, ...]]  # hidden mounts only
+    targets: tuple[TargetFinding, ...]
+
+    @property
+    def hidden_mounts(self) -> list[int]:
+        return sorted(self.mount_covers)
+
+    @property
+    def lower_bound(self) -> int:
+        return len({m for finding in self.targets for m in finding.movers})
+
+    @property
+    def naive_moves(self) -> int:
+        return sum(len(finding.movers) for finding in self.targets)
+
+
+def level_covers(tree: MountTree, over: Mount, path: str, nxt: Mount | None) -> list[Cover]:
+    """Children of `over` that a walk of `path` meets before reaching `nxt` (or the path's end).
+
+    At the prefix where `nxt` itself is attached, only later shadow siblings lie on top of it.
+    """
+    end = nxt.mountpoint if nxt is not None else path
+    found = []
+    for prefix in prefixes(path, over.mountpoint, end):
+        siblings = tree.children_at.get((over.mount_id, prefix))
+        if not siblings:
+            continue
+        for child in reversed(siblings):  # topmost first
+            if nxt is not None and prefix == nxt.mountpoint and not tree.is_legacy_below(nxt, child):
+                continue
+            found.append(Cover(child.mount_id, over.mount_id, prefix))
+    return found
+
+
+def path_covers(tree: MountTree) -> dict[int, tuple[Cover, ...]]:
+    """For each mount, the covers met on the walk from the root to its mountpoint (its root stack excluded)."""
+    covers: dict[int, tuple[Cover, ...]] = {tree.root.mount_id: ()}
+    for mount in tree.top_down[1:]:
+        parent = tree.by_id[mount.parent_id]
+        own = level_covers(tree, parent, mount.mountpoint, mount)
+        covers[mount.mount_id] = covers[parent.mount_id] + tuple(own) if own else covers[parent.mount_id]
+    return covers
+
+
+def movers_for(tree: MountTree, covers: tuple[Cover, ...]) -> tuple[int, ...]:
+    """Mounts to move, in order: each cover's stack top-down, then the cover itself."""
+    out: list[int] = []
+    for cover in covers:
+        mount = tree.by_id[cover.mount]
+        out.extend(m.mount_id for m in reversed(tree.stack_on(mount)))
+        out.append(cover.mount)
+    return tuple(dict.fromkeys(out))
+
+
+def validate_target(tree: MountTree, target: Target) -> None:
+    if target.kind not in KINDS:
+        raise TargetError(tree.source, target.line_no, f"target {target.id}: unknown kind {target.kind!r} (one of {', '.join(KINDS)})")
+    if target.mount not in tree.by_id:
+        raise TargetError(tree.source, target.line_no, f"target {target.id}: mount {target.mount} is not in the mount table")
+    if not is_clean(target.path):
+        raise TargetError(tree.source, target.line_no, f"target {target.id}: path {target.path!r} must be absolute with no '.', '..' or empty parts")
+    mountpoint = tree.by_id[target.mount].mountpoint
+    if not is_under(target.path, mountpoint):
+        raise TargetError(tree.source, target.line_no, f"target {target.id}: path {target.path} is not under mount {target.mount}'s mountpoint {mountpoint}")
+    if target.kind == "mount-source" and (target.to is None or not is_clean(target.to)):
+        raise TargetError(tree.source, target.line_no, f"target {target.id}: mount-source needs an absolute clean 'to' path")
+
+
+def analyze(tree: MountTree, targets: list[Target] | tuple[Target, ...] = ()) -> Analysis:
+    through = path_covers(tree)
+    mount_covers = {}
+    for mount in tree.mounts:
+        covers = through[mount.mount_id] + tuple(level_covers(tree, mount, mount.mountpoint, None))
+        if covers:
+            mount_covers[mount.mount_id] = covers
+    seen: set[str] = set()
+    findings = []
+    for target in targets:
+        if target.id in seen:
+            raise TargetError(tree.source, target.line_no, f"target id {target.id} appears twice")
+        seen.add(target.id)
+        validate_target(tree, target)
+        mount = tree.by_id[target.mount]
+        covers = through[mount.mount_id] + tuple(level_covers(tree, mount, target.path, None))
+        findings.append(TargetFinding(target, covers, movers_for(tree, covers)))
+    return Analysis(tree, mount_covers, tuple(findings))

@@ -1,0 +1,183 @@
+"""Symbolic execution of a plan against a dumped tree: does it do what it must?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from planner.paths import is_clean
+from planner.simulate import Namespace, SimError, SimMount
+from planner.steps import TARGET_OPS, Step
+from planner.targets import Target
+from planner.tree import MountTree
+
+
+@dataclass
+class Session:
+    """A namespace being worked on, plus what the plan has created in it."""
+
+    ns: Namespace
+    targets: dict[str, Target]
+    yards: dict[str, int] = field(default_factory=dict)
+    keepers: dict[int, int] = field(default_factory=dict)  # keeper id -> the mount it keeps
+    created: set[int] = field(default_factory=set)  # bind mounts made by mount-source targets
+    done: set[str] = field(default_factory=set)
+
+
+def _name(ns: Namespace, mount_id: int) -> str:
+    return ns.mounts[mount_id].label
+
+
+def _place(session: Session, mount_id: int, path: str, what: str) -> None:
+    """Attach onto `path`, refusing a shared destination (copies would reach every peer)."""
+    ns = session.ns
+    landing = ns.walk(path)
+    if ns.mounts[landing.mount].group is not None:
+        raise SimError(f"{what} lands in {_name(ns, landing.mount)}, which is shared: copies would propagate to its peers")
+    ns.attach(mount_id, path)
+
+
+def _named(ns: Namespace, path: str, mount_id: int, role: str) -> None:
+    actual = ns.mount_at(path)
+    if actual != mount_id:
+        raise SimError(f"{role} {path} names {_name(ns, actual)}, not {_name(ns, mount_id)}")
+
+
+def apply_step(session: Session, step: Step) -> None:
+    """Do one step symbolically; SimError says why the kernel would refuse it or why it is wrong."""
+    ns = session.ns
+    for path in (step.path, step.src, step.to):
+        if path is not None and not is_clean(path):
+            raise SimError(f"path {path!r} must be absolute with no '.', '..' or empty parts")
+    op = step.op
+    if op == "yard-create":
+        assert step.path is not None
+        yard = ns.new_id()
+        ns.mounts[yard] = SimMount(yard, None, "", None, None, "yard", "/", f"yard {step.path}")
+        _place(session, yard, step.path, f"yard {step.path}")
+        session.yards[step.path] = yard
+    elif op == "yard-remove":
+        assert step.path is not None
+        yard = session.yards.get(step.path)
+        if yard is None:
+            raise SimError(f"no yard was created at {step.path}")
+        _named(ns, step.path, yard, "yard")
+        left = [key for key in ns.children if key[0] == yard]
+        if left:
+            raise SimError(f"yard {step.path} still holds {', '.join(_name(ns, i) for k in left for i in ns.children[k])}")
+        ns.detach(yard)
+        del session.yards[step.path]
+    elif op in ("move-aside", "move-back"):
+        assert step.mount is not None and step.src is not None and step.to is not None
+        if step.mount not in ns.mounts or step.mount < 0:
+            raise SimError(f"mount {step.mount} is not in the dump")
+        _named(ns, step.src, step.mount, "source")
+        parent = ns.mounts[step.mount].parent
+        assert parent is not None
+        if ns.mounts[parent].group is not None:
+            # fs/namespace.c do_move_mount(): "moving a mount residing under a shared mount is unsupported"
+            raise SimError(f"the kernel refuses (EINVAL): {_name(ns, step.mount)}'s parent {_name(ns, parent)} is shared")
+        ns.detach(step.mount)
+        try:
+            _place(session, step.mount, step.to, f"destination {step.to}")
+        except SimError:
+            ns.attach(step.mount, step.src)
+            raise
+    elif op == "keeper-bind":
+        assert step.mount is not None and step.src is not None and step.to is not None
+        _named(ns, step.src, step.mount, "keeper source")
+        kept = ns.mounts[step.mount]
+        keeper = ns.new_id()
+        # A bind of a shared mount joins its peer group (and its master, if it is a slave).
+        ns.mounts[keeper] = SimMount(keeper, None, "", kept.group, kept.master, kept.dev, kept.root, f"keeper of {kept.label}")
+        _place(session, keeper, step.to, f"keeper {step.to}")
+        session.keepers[keeper] = step.mount
+    elif op == "make-private":
+        assert step.mount is not None and step.path is not None
+        _named(ns, step.path, step.mount, "path")
+        ns.mounts[step.mount].group = None
+        ns.mounts[step.mount].master = None
+    elif op == "rejoin-group":
+        assert step.mount is not None and step.src is not None and step.to is not None
+        keeper = ns.mount_at(step.src)
+        if session.keepers.get(keeper) != step.mount:
+            raise SimError(f"{step.src} names {_name(ns, keeper)}, not a keeper of mount {step.mount}")
+        _named(ns, step.to, step.mount, "destination")
+        node = ns.mounts[step.mount]
+        if node.group is not None or node.master is not None:
+            raise SimError(f"MOVE_MOUNT_SET_GROUP needs {node.label} private first")
+        node.group, node.master = ns.mounts[keeper].group, ns.mounts[keeper].master
+    elif op == "keeper-remove":
+        assert step.mount is not None and step.path is not None
+        keeper = ns.mount_at(step.path)
+        if session.keepers.get(keeper) != step.mount:
+            raise SimError(f"{step.path} names {_name(ns, keeper)}, not a keeper of mount {step.mount}")
+        ns.detach(keeper)
+        del session.keepers[keeper]
+    elif op in TARGET_OPS:
+        _reach_target(session, step)
+    else:
+        raise SimError(f"unknown op {op!r}")
+
+
+def _reach_target(session: Session, step: Step) -> None:
+    ns = session.ns
+    target = session.targets.get(step.target or "")
+    if target is None:
+        raise SimError(f"target {step.target!r} is not in the dump")
+    if (target.kind, target.mount, target.path, target.to) != (step.op, step.mount, step.path, step.to if step.op == "mount-source" else None):
+        raise SimError(f"step does not match target {target.id} ({target.kind} {target.path} in mount {target.mount})")
+    if target.id in session.done:
+        raise SimError(f"target {target.id} is done twice")
+    landing = ns.walk(target.path)
+    if landing.mount != target.mount:
+        raise SimError(f"{target.path} leads into {_name(ns, landing.mount)}, not mount {target.mount}: still hidden")
+    session.done.add(target.id)
+    if target.kind == "mount-source":
+        assert target.to is not None
+        made = ns.new_id()
+        ns.mounts[made] = SimMount(made, None, "", None, None, "", "", f"bind mount of {target.id}")
+        ns.attach(made, target.to)
+        session.created.add(made)
+
+
+def new_session(tree: MountTree, targets: list[Target] | tuple[Target, ...]) -> Session:
+    return Session(Namespace(tree), {t.id: t for t in targets})
+
+
+def _describe(step: Step) -> str:
+    return f"{step.op} {step.target}" if step.target else f"{step.op} {step.mount if step.mount is not None else step.path}"
+
+
+def check_plan(tree: MountTree, targets: list[Target] | tuple[Target, ...], steps: list[Step]) -> list[str]:
+    """Every problem with the plan, or [] when it reaches every target and restores the tree."""
+    session = new_session(tree, targets)
+    before = session.ns.shape()
+    problems = []
+    for index, step in enumerate(steps):
+        try:
+            apply_step(session, step)
+        except SimError as err:
+            problems.append(f"step {index} ({_describe(step)}): {err}")
+            return problems
+    missing = [t.id for t in targets if t.id not in session.done]
+    if missing:
+        problems.append(f"targets never reached: {', '.join(missing)}")
+    after = {k: v for k, v in session.ns.shape().items() if k not in session.created}
+    for mount_id in sorted(set(before) | set(after), key=lambda i: (i < 0, abs(i))):
+        was, now = before.get(mount_id), after.get(mount_id)
+        if was != now:
+            problems.append(f"tree not restored: {_shape_text(session.ns, mount_id, was)} became {_shape_text(session.ns, mount_id, now)}")
+    if session.yards:
+        problems.append(f"yard left mounted: {', '.join(session.yards)}")
+    return problems
+
+
+def _shape_text(ns: Namespace, mount_id: int, shape: tuple[int | None, str, int, int | None, int | None] | None) -> str:
+    if shape is None:
+        return f"{_name(ns, mount_id)} (absent)"
+    parent, rel, position, group, master = shape
+    where = "root" if parent is None else f"on {_name(ns, parent)} at {rel or '/'} (stack position {position})"
+    prop = f", shared:{group}" if group is not None else ""
+    prop += f", master:{master}" if master is not None else ""
+    return f"{_name(ns, mount_id)} {where}{prop}"
+

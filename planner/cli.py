@@ -1,0 +1,190 @@
+"""Command line: parse options, call the library, print, choose the exit status.
+
+Exit status: 0 done; 1 the plan cannot be made, failed verification, or ran and
+was rolled back; 2 bad input or usage (one line naming the file and line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from planner import render
+from planner.analysis import analyze
+from planner.check import check_plan
+from planner.dump import Dump, decode, load, read_input
+from planner.errors import DumpError, PlannerError, PlanRejected
+from planner.plan import DEFAULT_YARD, make_plan
+from planner.steps import FORMAT, Step, step_from_json
+from planner.tree import MountTree
+
+TARGET_HELP = "add a target MOUNT:PATH[:KIND]; KIND is open (default), chdir, bind, mmap or mount-source=TO"
+
+
+def _tree(dump: Dump) -> MountTree:
+    return MountTree(dump.mounts, dump.source)
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output is None or output == "-":
+        click.echo(text, nl=False)
+        return
+    tmp = output + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, output)  # never a half-written plan
+
+
+def _running_kernel() -> tuple[int, int]:
+    release = os.uname().release.split("-")[0].split(".")
+    return int(release[0]), int(release[1])
+
+
+def _kernel_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, int]:
+    if value is None:
+        return _running_kernel()
+    major, dot, minor = value.partition(".")
+    if not (major.isdigit() and dot and minor.isdigit()):
+        raise click.BadParameter(f"expected X.Y, got {value!r}")
+    return int(major), int(minor)
+
+
+def load_plan(path: str) -> list[Step]:
+    source, data = read_input(path)
+    text = decode(data, source)
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DumpError(source, err.lineno, f"not valid JSON: {err.msg}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT or not isinstance(raw.get("steps"), list):
+        raise DumpError(source, 1, f"expected a {FORMAT} object with a 'steps' list")
+    steps = []
+    for index, item in enumerate(raw["steps"]):
+        try:
+            steps.append(step_from_json(item))
+        except ValueError as err:
+            raise DumpError(source, None, f"step {index}: {err}") from None
+    return steps
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Plan and prove move-aside restores of objects hidden under overmounts.
+
+    DUMP is an overmount-dump/1 JSON file, a scenario .toml, a bare mountinfo
+    file, a directory of `crit decode --pretty` JSON, or - for standard input.
+    """
+
+
+@cli.command("analyze")
+@click.argument("dump_path", metavar="DUMP")
+@click.option("--target", "targets", multiple=True, metavar="MOUNT:PATH[:KIND]", help=TARGET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="print the analysis as JSON")
+def analyze_cmd(dump_path: str, targets: tuple[str, ...], as_json: bool) -> None:
+    """Which mounts and targets are hidden, and by which mounts."""
+    dump = load(dump_path, targets)
+    analysis = analyze(_tree(dump), dump.targets)
+    if as_json:
+        click.echo(json.dumps(render.analysis_json(analysis), indent=2))
+    else:
+        click.echo(render.analysis_text(analysis), nl=False)
+
+
+@cli.command()
+@click.argument("dump_path", metavar="DUMP")
+@click.option("--target", "targets", multiple=True, metavar="MOUNT:PATH[:KIND]", help=TARGET_HELP)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "shell"]), default="text", show_default=True)
+@click.option("--yard", default=DEFAULT_YARD, show_default=True, help="where covering mounts are parked")
+@click.option("--kernel", callback=_kernel_option, metavar="X.Y", help="plan for this kernel (default: the running one)")
+@click.option("-o", "--output", metavar="FILE", help="write the plan here instead of standard output")
+def plan(dump_path: str, targets: tuple[str, ...], fmt: str, yard: str, kernel: tuple[int, int], output: str | None) -> None:
+    """An ordered move-aside plan that reaches every target and restores the tree."""
+    dump = load(dump_path, targets)
+    result = make_plan(_tree(dump), dump.targets, yard=yard, kernel=kernel)
+    if fmt == "json":
+        _emit(json.dumps(render.plan_json(result), indent=2) + "\n", output)
+    elif fmt == "shell":
+        _emit(render.plan_shell(result, dump.source), output)
+    else:
+        _emit(render.plan_text(result, dump.source), output)
+
+
+@cli.command()
+@click.argument("dump_path", metavar="DUMP")
+@click.argument("plan_path", metavar="PLAN")
+@click.option("--target", "targets", multiple=True, metavar="MOUNT:PATH[:KIND]", help=TARGET_HELP)
+def check(dump_path: str, plan_path: str, targets: tuple[str, ...]) -> None:
+    """Verify a plan symbolically: right mounts moved, every target reached, tree restored."""
+    dump = load(dump_path, targets)
+    steps = load_plan(plan_path)
+    problems = check_plan(_tree(dump), dump.targets, steps)
+    if problems:
+        raise PlanRejected(problems)
+    moves = sum(1 for s in steps if s.op == "move-aside")
+    click.echo(f"ok: {len(steps)} steps, {moves} moves, {len(dump.targets)} targets reached, tree restored")
+
+
+@cli.command()
+@click.argument("dump_path", metavar="DUMP")
+@click.option("--target", "targets", multiple=True, metavar="MOUNT:PATH[:KIND]", help=TARGET_HELP)
+@click.option("--plan", "plan_path", metavar="PLAN", help="run this plan instead of planning afresh")
+@click.option("--yard", default=DEFAULT_YARD, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: str, as_json: bool) -> None:
+    """Build a replica in a throwaway namespace, run the plan, verify with the kernel."""
+    from planner import execute
+
+    dump = load(dump_path, targets)
+    tree = _tree(dump)
+    if plan_path is not None:
+        steps = load_plan(plan_path)
+        problems = check_plan(tree, dump.targets, steps)
+        if problems:
+            raise PlanRejected(problems)
+    else:
+        steps = list(make_plan(tree, dump.targets, yard=yard, kernel=_running_kernel()).steps)
+    report: dict[str, Any] = execute.execute(
+        list(dump.mounts), list(dump.targets), [s.as_json() for s in steps], file_mounts=dump.file_mounts
+    )
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(execute.report_text(report), nl=False)
+    if not report.get("ok"):
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--pid", required=True, type=int, help="the process to capture")
+@click.option("-o", "--output", metavar="FILE", help="write the dump here instead of standard output")
+def capture(pid: int, output: str | None) -> None:
+    """Write an overmount-dump/1 of a live process: mounts, open files, cwd, mappings, unix sockets."""
+    from planner.capture import capture_pid
+
+    _emit(json.dumps(capture_pid(pid), indent=2) + "\n", output)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(2 if err.exit_code in (1, 2) else err.exit_code)
+    except click.exceptions.Abort:
+        click.echo("overmount: aborted", err=True)
+        sys.exit(1)
+    except PlannerError as err:
+        click.echo(f"overmount: {_one_line(str(err))}", err=True)
+        sys.exit(err.exit_status)
+    except BrokenPipeError:
+        sys.exit(1)
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\n", "\\n")

@@ -1,0 +1,497 @@
+"""The only module that makes syscalls: ctypes wrappers for the mount API and friends.
+
+Every wrapper raises OSError(errno, "<call> <path>: <strerror>") on failure, so an
+error says which call failed on what. Syscall numbers are x86_64's.
+
+Anything that changes mounts must run inside `run_in_namespace`, which forks a
+child that unshares its mount namespace (and a user namespace when needed) and
+makes `/` recursively private before doing anything else: the caller's mount
+namespace is never touched.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno as errno_mod
+import os
+import pickle
+import platform
+import struct
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from planner.errors import KernelError
+
+# --- constants (include/uapi/linux/{sched,mount,fcntl,openat2,stat}.h) -----------------
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+
+MNT_FORCE = 0x1
+MNT_DETACH = 0x2
+UMOUNT_NOFOLLOW = 0x8
+
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_NO_AUTOMOUNT = 0x800
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+
+OPEN_TREE_CLONE = 0x1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+
+MOVE_MOUNT_F_SYMLINKS = 0x01
+MOVE_MOUNT_F_AUTOMOUNTS = 0x02
+MOVE_MOUNT_F_EMPTY_PATH = 0x04
+MOVE_MOUNT_T_SYMLINKS = 0x10
+MOVE_MOUNT_T_AUTOMOUNTS = 0x20
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOVE_MOUNT_SET_GROUP = 0x100
+MOVE_MOUNT_BENEATH = 0x200
+
+FSOPEN_CLOEXEC = 0x1
+FSMOUNT_CLOEXEC = 0x1
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+RESOLVE_CACHED = 0x20
+
+STATX_INO = 0x100
+STATX_MNT_ID = 0x1000
+
+SYS_STATX = 332
+SYS_OPEN_TREE = 428
+SYS_MOVE_MOUNT = 429
+SYS_FSOPEN = 430
+SYS_FSCONFIG = 431
+SYS_FSMOUNT = 432
+SYS_OPENAT2 = 437
+SYS_MOUNT_SETATTR = 442
+
+PROPAGATION_FLAGS = MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+
+
+def _b(path: str | bytes | None) -> bytes | None:
+    if path is None:
+        return None
+    return os.fsencode(path)
+
+
+def _fail(call: str, what: object) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{call} {what}: {os.strerror(err)}")
+
+
+def _syscall(nr: int, *args: object) -> int:
+    ret = _libc.syscall(ctypes.c_long(nr), *args)
+    return int(ret)
+
+
+def _fd_label(dfd: int, path: str | bytes) -> str:
+    text = os.fsdecode(path)
+    if dfd == AT_FDCWD:
+        return repr(text)
+    return f"fd {dfd}" + (f" + {text!r}" if text else "")
+
+
+# --- plain calls ---------------------------------------------------------------------
+
+
+def unshare(flags: int) -> None:
+    if _libc.unshare(flags) != 0:
+        raise _fail("unshare", hex(flags))
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
+        raise _fail("mount", f"{source!r} on {target!r} (flags {flags:#x})")
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    if _libc.umount2(_b(target), flags) != 0:
+        raise _fail("umount2", repr(target))
+
+
+def chroot(path: str) -> None:
+    os.chroot(path)
+
+
+def make_propagation(path: str, flag: int) -> None:
+    """mount --make-{shared,private,slave,unbindable} (add MS_REC for the r- variants)."""
+    if flag & ~(PROPAGATION_FLAGS | MS_REC) or not flag & PROPAGATION_FLAGS:
+        raise ValueError(f"not a propagation flag: {flag:#x}")
+    mount(None, path, None, flag, None)
+
+
+# --- new mount API -------------------------------------------------------------------
+
+
+def open_tree(dfd: int, path: str, flags: int) -> int:
+    fd = _syscall(SYS_OPEN_TREE, ctypes.c_int(dfd), _b(path), ctypes.c_uint(flags))
+    if fd < 0:
+        raise _fail("open_tree", _fd_label(dfd, path))
+    return fd
+
+
+def move_mount(from_dfd: int, from_path: str, to_dfd: int, to_path: str, flags: int) -> None:
+    ret = _syscall(
+        SYS_MOVE_MOUNT,
+        ctypes.c_int(from_dfd),
+        _b(from_path),
+        ctypes.c_int(to_dfd),
+        _b(to_path),
+        ctypes.c_uint(flags),
+    )
+    if ret < 0:
+        raise _fail("move_mount", f"{_fd_label(from_dfd, from_path)} to {_fd_label(to_dfd, to_path)}")
+
+
+def attach(mount_fd: int, to_dfd: int, to_path: str = "") -> None:
+    """Attach a detached mount (an open_tree clone or fsmount fd) at to_dfd/to_path."""
+    flags = MOVE_MOUNT_F_EMPTY_PATH | (MOVE_MOUNT_T_EMPTY_PATH if to_path == "" else 0)
+    move_mount(mount_fd, "", to_dfd, to_path, flags)
+
+
+def fsopen(fsname: str, flags: int = FSOPEN_CLOEXEC) -> int:
+    fd = _syscall(SYS_FSOPEN, _b(fsname), ctypes.c_uint(flags))
+    if fd < 0:
+        raise _fail("fsopen", repr(fsname))
+    return fd
+
+
+def fsconfig(fs_fd: int, cmd: int, key: str | None = None, value: str | None = None, aux: int = 0) -> None:
+    ret = _syscall(SYS_FSCONFIG, ctypes.c_int(fs_fd), ctypes.c_uint(cmd), _b(key), _b(value), ctypes.c_int(aux))
+    if ret < 0:
+        raise _fail("fsconfig", f"fd {fs_fd} cmd {cmd} {key!r}")
+
+
+def fsmount(fs_fd: int, flags: int = FSMOUNT_CLOEXEC, attr_flags: int = 0) -> int:
+    fd = _syscall(SYS_FSMOUNT, ctypes.c_int(fs_fd), ctypes.c_uint(flags), ctypes.c_uint(attr_flags))
+    if fd < 0:
+        raise _fail("fsmount", f"fd {fs_fd}")
+    return fd
+
+
+def new_tmpfs(options: dict[str, str] | None = None) -> int:
+    """A fresh tmpfs superblock as a detached mount fd (private, reachable only through the fd)."""
+    fs_fd = fsopen("tmpfs")
+    try:
+        for key, value in (options or {"mode": "0755"}).items():
+            fsconfig(fs_fd, FSCONFIG_SET_STRING, key, value)
+        fsconfig(fs_fd, FSCONFIG_CMD_CREATE)
+        return fsmount(fs_fd)
+    finally:
+        os.close(fs_fd)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def mount_setattr(dfd: int, path: str, flags: int, attr_set: int = 0, attr_clr: int = 0, propagation: int = 0) -> None:
+    attr = _MountAttr(attr_set, attr_clr, propagation, 0)
+    ret = _syscall(
+        SYS_MOUNT_SETATTR,
+        ctypes.c_int(dfd),
+        _b(path),
+        ctypes.c_uint(flags),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
+    if ret < 0:
+        raise _fail("mount_setattr", _fd_label(dfd, path))
+
+
+# --- lookups -------------------------------------------------------------------------
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int = 0, mode: int = 0) -> int:
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    fd = _syscall(SYS_OPENAT2, ctypes.c_int(dirfd), _b(path), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        raise _fail("openat2", _fd_label(dirfd, path))
+    return fd
+
+
+_STATX_SIZE = 256
+
+
+def statx_mount_id(where: str | int, dirfd: int = AT_FDCWD, follow: bool = False) -> tuple[int, int, int]:
+    """(mount id, st_dev, inode) of a path (relative to dirfd) or of an fd, by statx(STATX_MNT_ID)."""
+    buf = ctypes.create_string_buffer(_STATX_SIZE)
+    if isinstance(where, int):
+        dfd, path, flags = where, b"", AT_EMPTY_PATH
+    else:
+        dfd, path, flags = dirfd, os.fsencode(where), 0 if follow else AT_SYMLINK_NOFOLLOW
+    flags |= AT_NO_AUTOMOUNT
+    ret = _syscall(SYS_STATX, ctypes.c_int(dfd), path, ctypes.c_int(flags), ctypes.c_uint(STATX_INO | STATX_MNT_ID), buf)
+    if ret < 0:
+        raise _fail("statx", _fd_label(dfd, path))
+    (mask,) = struct.unpack_from("I", buf.raw, 0)
+    (ino,) = struct.unpack_from("Q", buf.raw, 32)
+    dev_major, dev_minor = struct.unpack_from("II", buf.raw, 136)
+    (mnt_id,) = struct.unpack_from("Q", buf.raw, 144)
+    if not mask & STATX_MNT_ID:
+        raise OSError(errno_mod.ENOSYS, f"statx {_fd_label(dfd, path)}: kernel gave no STATX_MNT_ID")
+    return int(mnt_id), os.makedev(dev_major, dev_minor), int(ino)
+
+
+# /proc is read through a directory fd once the caller chroots away from it.
+_proc_fd: int | None = None
+
+
+def pin_proc() -> int:
+    """Keep an fd on /proc so fdinfo and mountinfo stay readable after a chroot."""
+    global _proc_fd
+    if _proc_fd is None:
+        _proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return _proc_fd
+
+
+def proc_open(rel: str, flags: int = os.O_RDONLY) -> int:
+    if _proc_fd is not None:
+        return os.open(rel, flags | os.O_CLOEXEC, dir_fd=_proc_fd)
+    return os.open("/proc/" + rel, flags | os.O_CLOEXEC)
+
+
+def read_proc(rel: str) -> str:
+    fd = proc_open(rel)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", "surrogateescape")
+    finally:
+        os.close(fd)
+
+
+def readlink_proc(rel: str) -> str:
+    if _proc_fd is not None:
+        return os.readlink(rel, dir_fd=_proc_fd)
+    return os.readlink("/proc/" + rel)
+
+
+def fdinfo_mount_id(fd: int) -> int:
+    for line in read_proc(f"self/fdinfo/{fd}").splitlines():
+        key, _, value = line.partition(":")
+        if key == "mnt_id":
+            return int(value.strip())
+    raise OSError(errno_mod.ENOENT, f"fdinfo of fd {fd}: no mnt_id line")
+
+
+def own_mountinfo() -> str:
+    return read_proc("self/mountinfo")
+
+
+# --- unix sockets through sock_diag ------------------------------------------------------
+
+
+def kernel_dev_to_user(kdev: int) -> int:
+    """The kernel's internal dev_t (major << 20 | minor), as sock_diag reports it, to st_dev."""
+    return os.makedev(kdev >> 20, kdev & 0xFFFFF)
+
+
+_diag: Any = None
+
+
+def warm_unix_socket_diag() -> None:
+    """Open the sock_diag netlink socket now (pyroute2 imports lazily; later a chroot hides its modules)."""
+    global _diag
+    if _diag is None:
+        from pyroute2 import DiagSocket
+
+        diag = DiagSocket()
+        diag.bind()
+        _diag = diag
+        unix_socket_diag(())
+
+
+def unix_socket_diag(inodes: Iterable[int]) -> dict[int, tuple[str | None, int | None, int | None]]:
+    """{socket inode: (bound name, st_dev of the socket file, its inode)} for the unix sockets asked."""
+    warm_unix_socket_diag()
+    from pyroute2.netlink.diag import UDIAG_SHOW_NAME, UDIAG_SHOW_VFS
+
+    wanted = set(inodes)
+    out: dict[int, tuple[str | None, int | None, int | None]] = {}
+    for msg in _diag.get_sock_stats(show=UDIAG_SHOW_NAME | UDIAG_SHOW_VFS):
+        ino = msg["udiag_ino"]
+        if ino not in wanted:
+            continue
+        name = msg.get_attr("UNIX_DIAG_NAME")
+        vfs = msg.get_attr("UNIX_DIAG_VFS")
+        if vfs is None:
+            out[ino] = (name, None, None)
+        else:
+            out[ino] = (name, kernel_dev_to_user(vfs["udiag_vfs_dev"]), vfs["udiag_vfs_ino"])
+    return out
+
+
+# --- the namespace child -------------------------------------------------------------------
+
+
+class NamespaceChildError(KernelError):
+    """The namespace child raised something that could not be sent back as itself."""
+
+    def __init__(self, type_name: str, message: str, child_traceback: str) -> None:
+        self.type_name = type_name
+        self.message = message
+        self.child_traceback = child_traceback
+        super().__init__(f"in the namespace child: {type_name}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (NamespaceChildError, (self.type_name, self.message, self.child_traceback))
+
+
+def _write_file(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def enter_private_namespace(user_ns: bool | None = None) -> None:
+    """In the calling process (meant to be a fresh child): new mount namespace, `/` rprivate.
+
+    A user namespace is added when not root, or when user_ns is True; the caller's
+    uid and gid are mapped to 0 inside it.
+    """
+    uid, gid = os.geteuid(), os.getegid()
+    with_user = user_ns is True or (user_ns is None and uid != 0)
+    if with_user:
+        unshare(CLONE_NEWUSER | CLONE_NEWNS)
+        _write_file("/proc/self/setgroups", "deny")
+        _write_file("/proc/self/uid_map", f"0 {uid} 1\n")
+        _write_file("/proc/self/gid_map", f"0 {gid} 1\n")
+    else:
+        unshare(CLONE_NEWNS)
+    # From here on nothing we mount or move can reach the caller's namespace.
+    make_propagation("/", MS_REC | MS_PRIVATE)
+
+
+T = TypeVar("T")
+
+
+def _send(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _child(fn: Callable[..., Any], args: tuple[Any, ...], user_ns: bool | None, wfd: int) -> None:
+    try:
+        enter_private_namespace(user_ns)
+        result: tuple[str, Any] = ("ok", fn(*args))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+        result = ("raise", exc)
+        tb = traceback.format_exc()
+    try:
+        payload = pickle.dumps(result)
+        pickle.loads(payload)
+    except Exception:  # noqa: BLE001 - unpicklable result or exception
+        if result[0] == "ok":
+            exc = TypeError(f"the namespace function returned an unpicklable {type(result[1]).__name__}")
+            tb = ""
+        else:
+            exc = result[1]
+        payload = pickle.dumps(("raise", NamespaceChildError(type(exc).__name__, str(exc), tb)))
+    _send(wfd, payload)
+
+
+def run_in_namespace(fn: Callable[..., T], *args: Any, user_ns: bool | None = None) -> T:
+    """fn(*args) in a forked child with its own private mount namespace; its value or exception comes back.
+
+    fn, its arguments and its result must be picklable-compatible (the result and
+    any exception travel back through a pipe). The child is always reaped.
+    """
+    rfd, wfd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 0
+        try:
+            os.close(rfd)
+            _child(fn, args, user_ns, wfd)
+        except BaseException:  # noqa: BLE001 - never return into the caller's stack
+            code = 70
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    chunks = []
+    try:
+        while chunk := os.read(rfd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(rfd)
+        _, status = os.waitpid(pid, 0)
+    if not chunks:
+        raise KernelError(f"the namespace child {pid} died without an answer (wait status {status:#x})")
+    kind, value = pickle.loads(b"".join(chunks))
+    if kind == "raise":
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def can_make_namespaces() -> tuple[bool, str]:
+    """Whether this machine lets us build a throwaway mount namespace, and why not."""
+    if platform.machine() != "x86_64":
+        return False, f"syscall numbers here are x86_64's; this is {platform.machine()}"
+
+    def probe() -> bool:
+        fd = new_tmpfs()
+        tree = open_tree(fd, "", OPEN_TREE_CLONE | AT_EMPTY_PATH | OPEN_TREE_CLOEXEC)
+        os.close(tree)
+        os.close(fd)
+        return True
+
+    try:
+        run_in_namespace(probe)
+    except OSError as exc:
+        return False, f"cannot make a private mount namespace with a tmpfs: {exc}"
+    except KernelError as exc:
+        return False, str(exc)
+    return True, "root" if os.geteuid() == 0 else "user namespaces"

@@ -1,0 +1,165 @@
+"""Parse and render /proc/PID/mountinfo (proc(5)); no I/O beyond a str."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from planner.errors import MountinfoError
+
+# The kernel escapes these four bytes in root, mountpoint and source (fs/proc_namespace.c mangle()).
+_MANGLED = {" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}
+_ESCAPE = re.compile(r"\\([0-7]{3})")
+_DELETED = " (deleted)"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One mountinfo line, every field kept."""
+
+    mount_id: int
+    parent_id: int
+    major: int
+    minor: int
+    root: str
+    mountpoint: str
+    options: str
+    optional: tuple[str, ...]
+    fstype: str
+    source: str
+    super_options: str
+    deleted: bool = False
+    line_no: int = field(default=0, compare=False)
+
+    @property
+    def dev(self) -> str:
+        return f"{self.major}:{self.minor}"
+
+    def _tag(self, name: str) -> int | None:
+        for opt in self.optional:
+            key, _, value = opt.partition(":")
+            if key == name and value.isdigit():
+                return int(value)
+        return None
+
+    @property
+    def shared(self) -> int | None:
+        """Peer group id, when the mount is shared."""
+        return self._tag("shared")
+
+    @property
+    def master(self) -> int | None:
+        """Peer group this mount receives propagation from, when it is a slave."""
+        return self._tag("master")
+
+    @property
+    def propagate_from(self) -> int | None:
+        return self._tag("propagate_from")
+
+    @property
+    def unbindable(self) -> bool:
+        return "unbindable" in self.optional
+
+
+def unescape(text: str, what: str, source: str, line_no: int) -> str:
+    if "\\" not in text:
+        return text
+    stray = _ESCAPE.sub("", text)
+    if "\\" in stray:
+        raise MountinfoError(source, line_no, f"bad escape in {what}: {text!r} (the kernel writes \\ooo octal)")
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
+
+
+def escape(text: str) -> str:
+    return "".join(_MANGLED.get(ch, ch) for ch in text)
+
+
+def _int_field(text: str, what: str, source: str, line_no: int) -> int:
+    if not text.isdigit() or not text.isascii():
+        raise MountinfoError(source, line_no, f"{what} is not a number: {text!r}")
+    return int(text)
+
+
+def parse_line(line: str, source: str = "<mountinfo>", line_no: int = 1) -> Mount:
+    if "\0" in line:
+        raise MountinfoError(source, line_no, "NUL byte in line")
+    fields = line.split(" ")
+    if len(fields) < 10:
+        raise MountinfoError(source, line_no, f"too few fields ({len(fields)}; proc(5) needs at least 10)")
+    try:
+        sep = fields.index("-", 6)
+    except ValueError:
+        raise MountinfoError(source, line_no, "no ' - ' separator before the filesystem type") from None
+    tail = fields[sep + 1 :]
+    if len(tail) < 3:
+        raise MountinfoError(source, line_no, "missing filesystem type, source or super options after ' - '")
+    mount_id = _int_field(fields[0], "mount id", source, line_no)
+    parent_id = _int_field(fields[1], "parent id", source, line_no)
+    major_text, colon, minor_text = fields[2].partition(":")
+    if not colon:
+        raise MountinfoError(source, line_no, f"major:minor expected, got {fields[2]!r}")
+    major = _int_field(major_text, "major", source, line_no)
+    minor = _int_field(minor_text, "minor", source, line_no)
+    # root need not be a path: nsfs shows 'mnt:[4026532659]'.
+    if not fields[4].startswith("/"):
+        raise MountinfoError(source, line_no, f"mount point is not an absolute path: {fields[4]!r}")
+    mountpoint = unescape(fields[4], "mount point", source, line_no)
+    deleted = mountpoint.endswith(_DELETED)
+    if deleted:
+        mountpoint = mountpoint[: -len(_DELETED)]
+    optional = tuple(fields[6:sep])
+    if any(not opt for opt in optional):
+        raise MountinfoError(source, line_no, "empty optional field (two spaces before ' - ')")
+    if not tail[0]:
+        raise MountinfoError(source, line_no, "empty filesystem type")
+    return Mount(
+        mount_id=mount_id,
+        parent_id=parent_id,
+        major=major,
+        minor=minor,
+        root=unescape(fields[3], "root", source, line_no),
+        mountpoint=mountpoint,
+        options=fields[5],
+        optional=optional,
+        fstype=tail[0],
+        source=unescape(tail[1], "source", source, line_no),
+        # Super options are the filesystem's own text and may hold spaces (moby/sys keeps them).
+        super_options=" ".join(tail[2:]),
+        deleted=deleted,
+        line_no=line_no,
+    )
+
+
+def parse(text: str, source: str = "<mountinfo>", first_line: int = 1) -> list[Mount]:
+    """Every mount of a mountinfo text, in file order; blank lines are skipped.
+
+    Lines end at '\\n' only: a raw '\\r' is part of a path (the kernel does not escape it).
+    """
+    mounts = []
+    for offset, line in enumerate(text.split("\n")):
+        if line.strip(" ") == "":
+            continue
+        mounts.append(parse_line(line, source, first_line + offset))
+    return mounts
+
+
+def render_line(mount: Mount) -> str:
+    mountpoint = escape(mount.mountpoint) + ("\\040(deleted)" if mount.deleted else "")
+    head = [
+        str(mount.mount_id),
+        str(mount.parent_id),
+        mount.dev,
+        escape(mount.root),
+        mountpoint,
+        mount.options,
+        *mount.optional,
+        "-",
+        mount.fstype,
+        escape(mount.source),
+        mount.super_options,
+    ]
+    return " ".join(head)
+
+
+def render(mounts: list[Mount]) -> str:
+    return "".join(render_line(m) + "\n" for m in mounts)

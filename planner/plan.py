@@ -1,0 +1,228 @@
+"""The move-aside planner: targets -> ordered steps that reach each one and restore the tree.
+
+Moves are chosen by walking each target's path in a symbolic namespace (the
+kernel's own rule: at each prefix the topmost mount wins) and moving whatever
+stands where the walk leaves the target's ancestor chain. Moved mounts form a
+stack: they stay out for every later target that also needs them gone, and go
+back in exact reverse order, only when a target needs one of them in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.analysis import Analysis, TargetFinding, analyze
+from planner.check import Session, apply_step, check_plan, new_session
+from planner.errors import PlanRefused
+from planner.paths import is_clean, join, relative
+from planner.simulate import SimError
+from planner.steps import Step
+from planner.targets import Target
+from planner.tree import MountTree
+
+DEFAULT_YARD = "/.overmount-yard"
+SET_GROUP_KERNEL = (5, 15)  # MOVE_MOUNT_SET_GROUP
+
+
+@dataclass(frozen=True)
+class Plan:
+    yard: str
+    steps: tuple[Step, ...]
+    lower_bound: int
+    naive_moves: int
+
+    @property
+    def moves(self) -> int:
+        """Move-asides in the plan; each has its move-back."""
+        return sum(1 for step in self.steps if step.op == "move-aside")
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "format": "overmount-plan/1",
+            "yard": self.yard,
+            "steps": [step.as_json() for step in self.steps],
+            "moves": self.moves,
+            "lower_bound": self.lower_bound,
+            "naive_moves": self.naive_moves,
+        }
+
+
+@dataclass
+class _Out:
+    """A mount the plan has moved aside (or a keeper it holds), until it goes back."""
+
+    kind: str  # "move" or "keeper"
+    mount: int
+    slot: str
+    home: str
+
+
+class _Planner:
+    def __init__(self, tree: MountTree, analysis: Analysis, yard: str, kernel: tuple[int, int]) -> None:
+        self.tree = tree
+        self.analysis = analysis
+        self.yard = yard
+        self.kernel = kernel
+        self.session: Session = new_session(tree, [f.target for f in analysis.targets])
+        self.steps: list[Step] = []
+        self.out: list[_Out] = []
+        self.slots = 0
+        self.yard_made = False
+        self.needed_by: dict[int, list[str]] = {}
+        for finding in analysis.targets:
+            for mount in finding.movers:
+                self.needed_by.setdefault(mount, []).append(finding.target.id)
+
+    def emit(self, step: Step) -> None:
+        try:
+            apply_step(self.session, step)
+        except SimError as err:
+            raise PlanRefused(f"{step.op} {step.mount if step.mount is not None else ''}: {err}") from None
+        self.steps.append(step)
+
+    def slot(self) -> str:
+        if not self.yard_made:
+            self.emit(Step("yard-create", path=self.yard, why="a private place to park covering mounts"))
+            self.yard_made = True
+        self.slots += 1
+        return join(self.yard, f"/{self.slots - 1}")
+
+    def obstacle(self, finding: TargetFinding) -> str | None:
+        """The path where the walk to the target leaves its ancestor chain, or None when it arrives."""
+        ns = self.session.ns
+        chain = [m.mount_id for m in self.tree.chain(finding.target.mount)]
+        path = finding.target.path
+        mount, base, rel, depth = ns.root, ns.root_path, "", 0
+        parts = relative(path, ns.root_path).split("/")[1:]
+        while True:
+            stack = ns.children.get((mount, rel))
+            while stack:
+                if depth + 1 < len(chain) and stack[-1] == chain[depth + 1]:
+                    mount, base, rel, depth = stack[-1], join(base, rel), "", depth + 1
+                    stack = ns.children.get((mount, ""))
+                else:
+                    return join(base, rel)
+            if not parts:
+                if mount != chain[-1]:
+                    raise PlanRefused(f"target {finding.target.id}: its mount {finding.target.mount} is not in place")
+                return None
+            rel = rel + "/" + parts.pop(0)
+
+    def move_aside(self, path: str, finding: TargetFinding, covering: int) -> None:
+        ns = self.session.ns
+        mount = ns.mount_at(path)
+        parent = ns.mounts[mount].parent
+        assert parent is not None
+        target = finding.target
+        if ns.mounts[parent].group is not None:
+            self.keep_group(parent, mount, target)
+        needers = self.needed_by.get(covering, [target.id])
+        names = ", ".join(needers[:5]) + (f" and {len(needers) - 5} more" if len(needers) > 5 else "")
+        if mount == covering:
+            why = f"mount {mount} at {path} covers {names} ({target.kind} {target.path} in mount {target.mount})"
+        else:
+            why = f"mount {mount} is stacked on mount {covering}, which covers {names} at {path}: the top leaves first"
+        slot = self.slot()
+        self.emit(Step("move-aside", mount=mount, src=path, to=slot, why=why))
+        self.out.append(_Out("move", mount, slot, path))
+
+    def keep_group(self, parent: int, mount: int, target: Target) -> None:
+        """Bracket a move under a shared parent: keeper joins its group, parent goes private."""
+        ns = self.session.ns
+        if self.kernel < SET_GROUP_KERNEL:
+            raise PlanRefused(
+                f"target {target.id}: mount {mount}'s parent {parent} is shared; putting it back in its peer group "
+                f"needs MOVE_MOUNT_SET_GROUP (Linux 5.15+), planning for {self.kernel[0]}.{self.kernel[1]}"
+            )
+        home = ns.mount_path(parent)
+        if home is None or ns.walk(home).mount != parent or ns.walk(home).rel:
+            on_top = ns.walk(home).mount if home is not None else None
+            raise PlanRefused(
+                f"target {target.id}: mount {mount}'s parent {parent} is shared, and no path names it "
+                f"(mount {on_top} is on top of its root), so it cannot be made private for the move"
+            )
+        group = ns.mounts[parent].group
+        slot = self.slot()
+        self.emit(Step("keeper-bind", mount=parent, src=home, to=slot,
+                       why=f"mount {parent} is shared (peer group {group}): a keeper holds its place in the group"))
+        self.emit(Step("make-private", mount=parent, path=home,
+                       why=f"the kernel refuses to move mount {mount} while its parent {parent} is shared"))
+        self.out.append(_Out("keeper", parent, slot, home))
+
+    def put_back(self) -> None:
+        entry = self.out.pop()
+        if entry.kind == "move":
+            self.emit(Step("move-back", mount=entry.mount, src=entry.slot, to=entry.home,
+                           why=f"mount {entry.mount} returns to {entry.home}"))
+        else:
+            self.emit(Step("rejoin-group", mount=entry.mount, src=entry.slot, to=entry.home,
+                           why=f"MOVE_MOUNT_SET_GROUP puts mount {entry.mount} back in its peer group"))
+            self.emit(Step("keeper-remove", mount=entry.mount, path=entry.slot, why="the keeper has done its job"))
+
+    def reach(self, finding: TargetFinding) -> None:
+        target = finding.target
+        chain = {m.mount_id for m in self.tree.chain(target.mount)}
+        # A target whose own mount rides inside a moved subtree needs that move undone first.
+        while any(e.kind == "move" and e.mount in chain for e in self.out):
+            self.put_back()
+        expected = set(finding.movers)
+        for _ in range(len(self.tree.mounts) + 1):
+            path = self.obstacle(finding)
+            if path is None:
+                break
+            mount = self.session.ns.mount_at(path)
+            if mount not in expected:
+                raise PlanRefused(f"target {target.id}: mount {mount} at {path} is in the way but the analysis did not expect it")
+            covering = next((m for m in finding.movers if m == mount or m in self._stacked_under(mount)), mount)
+            self.move_aside(path, finding, covering)
+        why = "not hidden" if not finding.hidden else "now reachable in mount %d" % target.mount
+        self.emit(Step(target.kind, mount=target.mount, path=target.path, to=target.to, target=target.id, why=why))
+
+    def _stacked_under(self, mount: int) -> set[int]:
+        below = set()
+        current = self.tree.by_id.get(mount)
+        while current is not None and current.parent_id in self.tree.by_id and current.mountpoint == self.tree.by_id[current.parent_id].mountpoint:
+            current = self.tree.by_id[current.parent_id]
+            below.add(current.mount_id)
+        return below
+
+    def finish(self) -> None:
+        while self.out:
+            self.put_back()
+        if self.yard_made:
+            self.emit(Step("yard-remove", path=self.yard, why="every mount is back"))
+
+
+def target_order(analysis: Analysis) -> list[TargetFinding]:
+    """Targets whose own chain runs through mounts others must move go first, so those move once."""
+    movers = {m for f in analysis.targets for m in f.movers}
+    tree = analysis.tree
+
+    def entangled(finding: TargetFinding) -> int:
+        return sum(1 for m in tree.chain(finding.target.mount) if m.mount_id in movers)
+
+    return sorted(analysis.targets, key=lambda f: -entangled(f))
+
+
+def make_plan(
+    tree: MountTree,
+    targets: list[Target] | tuple[Target, ...],
+    yard: str = DEFAULT_YARD,
+    kernel: tuple[int, int] = (6, 18),
+) -> Plan:
+    if not is_clean(yard) or yard == "/":
+        raise PlanRefused(f"yard {yard!r} must be an absolute clean path below /")
+    analysis = analyze(tree, targets)
+    for finding in analysis.targets:
+        for mount in tree.chain(finding.target.mount):
+            if mount.deleted:
+                raise PlanRefused(f"target {finding.target.id}: mount {mount.mount_id}'s mount point was deleted; no path reaches it")
+    planner = _Planner(tree, analysis, yard, kernel)
+    for finding in target_order(analysis):
+        planner.reach(finding)
+    planner.finish()
+    plan = Plan(yard, tuple(planner.steps), analysis.lower_bound, analysis.naive_moves)
+    problems = check_plan(tree, targets, list(plan.steps))
+    if problems:
+        raise PlanRefused("no valid plan: " + "; ".join(problems))
+    return plan

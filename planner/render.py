@@ -1,0 +1,158 @@
+"""Renderings of an analysis or a plan: text for people, JSON for programs, shell for util-linux."""
+
+from __future__ import annotations
+
+import shlex
+
+from planner.analysis import Analysis
+from planner.mountinfo import Mount
+from planner.plan import Plan
+from planner.steps import FORMAT, Step
+
+
+def propagation(mount: Mount) -> str:
+    tags = [opt for opt in mount.optional if opt.split(":")[0] in ("shared", "master", "propagate_from", "unbindable")]
+    return " ".join(tags) if tags else "private"
+
+
+def analysis_json(analysis: Analysis) -> dict[str, object]:
+    tree = analysis.tree
+    covers = analysis.mount_covers
+    return {
+        "source": tree.source,
+        "mounts": [
+            {
+                "id": m.mount_id,
+                "parent": m.parent_id,
+                "mountpoint": m.mountpoint,
+                "root": m.root,
+                "dev": m.dev,
+                "fstype": m.fstype,
+                "source": m.source,
+                "propagation": propagation(m),
+                "hidden": m.mount_id in covers,
+                "covered_by": [c.mount for c in covers.get(m.mount_id, ())],
+            }
+            for m in tree.top_down
+        ],
+        "hidden_mounts": analysis.hidden_mounts,
+        "targets": [
+            {
+                **f.target.as_json(),
+                "hidden": f.hidden,
+                "covered_by": [c.mount for c in f.covers],
+                "must_move": list(f.movers),
+            }
+            for f in analysis.targets
+        ],
+        "lower_bound": analysis.lower_bound,
+        "naive_moves": analysis.naive_moves,
+    }
+
+
+def analysis_text(analysis: Analysis) -> str:
+    """A findmnt-like tree; hidden mounts and targets say what covers them."""
+    tree = analysis.tree
+    by_mount: dict[int, list[str]] = {}
+    for finding in analysis.targets:
+        t = finding.target
+        state = f"HIDDEN, covered by {_ids(c.mount for c in finding.covers)}" if finding.hidden else "reachable"
+        by_mount.setdefault(t.mount, []).append(f"* target {t.id} {t.kind} {t.path}{' -> ' + t.to if t.to else ''}  [{state}]")
+    rows: list[tuple[str, Mount]] = []
+
+    stack: list[tuple[Mount, str, str]] = [(tree.root, "", "")]
+    while stack:  # iterative, so deep trees do not hit the recursion limit
+        mount, lead, branch = stack.pop()
+        rows.append((lead + branch, mount))
+        kids = tree.children.get(mount.mount_id, [])
+        below = lead + ("│ " if branch == "├─" else "  " if branch else "")
+        for index in range(len(kids) - 1, -1, -1):
+            stack.append((kids[index], below, "└─" if index == len(kids) - 1 else "├─"))
+    width = min(60, max(len(lead) + len(m.mountpoint) for lead, m in rows))
+    lines = [f"{'TARGET':<{width}}  {'ID':>5}  {'FSTYPE':<10} {'SOURCE':<14} {'PROPAGATION':<16} STATUS"]
+    for lead, mount in rows:
+        covers = analysis.mount_covers.get(mount.mount_id)
+        status = f"HIDDEN, covered by {_ids(c.mount for c in covers)}" if covers else ""
+        name = lead + mount.mountpoint + (" (deleted)" if mount.deleted else "")
+        lines.append(
+            f"{name:<{width}}  {mount.mount_id:>5}  {mount.fstype:<10} {mount.source or '-':<14} {propagation(mount):<16} {status}".rstrip()
+        )
+        pad = " " * (len(lead) + 2)
+        for note in by_mount.get(mount.mount_id, []):
+            lines.append(pad + note)
+    hidden_targets = sum(1 for f in analysis.targets if f.hidden)
+    lines.append("")
+    lines.append(
+        f"{len(tree.mounts)} mounts, {len(analysis.mount_covers)} hidden; {len(analysis.targets)} targets, "
+        f"{hidden_targets} hidden; mounts that must move: {analysis.lower_bound} (lower bound), "
+        f"{analysis.naive_moves} if each target moved its own"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _ids(ids: object) -> str:
+    return ", ".join(str(i) for i in ids)  # type: ignore[attr-defined]
+
+
+def _step_text(step: Step) -> str:
+    if step.op in ("move-aside", "move-back", "keeper-bind", "rejoin-group"):
+        return f"{step.op:<13} mount {step.mount}: {step.src} -> {step.to}"
+    if step.op in ("make-private", "keeper-remove"):
+        return f"{step.op:<13} mount {step.mount}: {step.path}"
+    if step.op in ("yard-create", "yard-remove"):
+        return f"{step.op:<13} {step.path}"
+    extra = f" -> {step.to}" if step.to else ""
+    return f"{step.op:<13} {step.target}: {step.path}{extra} (mount {step.mount})"
+
+
+def plan_text(plan: Plan, source: str) -> str:
+    ops = sum(1 for s in plan.steps if s.target)
+    lines = [
+        f"plan for {source}: {ops} targets, {plan.moves} moves aside and back "
+        f"(lower bound {plan.lower_bound}, naive {plan.naive_moves}), yard {plan.yard}",
+    ]
+    for index, step in enumerate(plan.steps):
+        lines.append(f"{index:>3}  {_step_text(step)}")
+        if step.why:
+            lines.append(f"       # {step.why}")
+    return "\n".join(lines) + "\n"
+
+
+def plan_json(plan: Plan) -> dict[str, object]:
+    return plan.as_json()
+
+
+def plan_shell(plan: Plan, source: str) -> str:
+    """util-linux commands where a step has one; a comment where the restoring process itself acts."""
+    q = shlex.quote
+    lines = [
+        "#!/bin/sh",
+        f"# {FORMAT} for {source}: run inside the mount namespace being restored, as root.",
+        "# Target steps (open, chdir, bind, mmap) are the restoring process's own syscalls;",
+        "# they are marked where they must happen, between the moves.",
+        "set -eu",
+    ]
+    for index, step in enumerate(plan.steps):
+        lines.append(f"# {index}: {step.why}" if step.why else f"# {index}")
+        if step.op == "yard-create":
+            lines.append(f"mkdir -p {q(step.path or '')} && mount -t tmpfs -o mode=0700 overmount-yard {q(step.path or '')} && mount --make-private {q(step.path or '')}")
+        elif step.op == "yard-remove":
+            lines.append(f"umount {q(step.path or '')} && rmdir {q(step.path or '')}")
+        elif step.op in ("move-aside", "move-back"):
+            mkdir = f"mkdir -p {q(step.to or '')} && " if step.op == "move-aside" else ""
+            lines.append(f"{mkdir}mount --move {q(step.src or '')} {q(step.to or '')}  # mount {step.mount}")
+        elif step.op == "keeper-bind":
+            lines.append(f"mkdir -p {q(step.to or '')} && mount --bind {q(step.src or '')} {q(step.to or '')}  # keeper of mount {step.mount}")
+        elif step.op == "make-private":
+            lines.append(f"mount --make-private {q(step.path or '')}  # mount {step.mount}")
+        elif step.op == "rejoin-group":
+            lines.append(
+                f"# no util-linux command: move_mount({step.src}, {step.to}, MOVE_MOUNT_SET_GROUP) puts mount {step.mount} back in its peer group"
+            )
+        elif step.op == "keeper-remove":
+            lines.append(f"umount {q(step.path or '')}  # keeper of mount {step.mount}")
+        elif step.op == "mount-source":
+            lines.append(f"mount --bind {q(step.path or '')} {q(step.to or '')}  # target {step.target}, source in mount {step.mount}")
+        else:
+            lines.append(f"# no command: the restoring process does {step.op}({step.path}) now (target {step.target}, mount {step.mount})")
+    return "\n".join(lines) + "\n"

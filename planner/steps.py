@@ -1,0 +1,71 @@
+"""Plan steps (overmount-plan/1): data only; executing one is someone else's job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FORMAT = "overmount-plan/1"
+
+# Required fields by op, as DESIGN.md's plan contract states them.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "yard-create": ("path",),
+    "yard-remove": ("path",),
+    "move-aside": ("mount", "from", "to"),
+    "move-back": ("mount", "from", "to"),
+    "keeper-bind": ("mount", "from", "to"),
+    "make-private": ("mount", "path"),
+    "rejoin-group": ("mount", "from", "to"),
+    "keeper-remove": ("mount", "path"),
+    "open": ("target", "mount", "path"),
+    "chdir": ("target", "mount", "path"),
+    "bind": ("target", "mount", "path"),
+    "mmap": ("target", "mount", "path"),
+    "mount-source": ("target", "mount", "path", "to"),
+}
+TARGET_OPS = ("open", "chdir", "bind", "mmap", "mount-source")
+MOVE_OPS = ("move-aside", "move-back")
+
+
+@dataclass(frozen=True)
+class Step:
+    op: str
+    mount: int | None = None
+    path: str | None = None
+    src: str | None = None  # 'from' in JSON
+    to: str | None = None
+    target: str | None = None
+    why: str = field(default="", compare=False)
+
+    def as_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"op": self.op}
+        for key in REQUIRED[self.op]:
+            out[key] = self.src if key == "from" else getattr(self, key)
+        if self.why:
+            out["why"] = self.why
+        return out
+
+
+def step_from_json(data: object) -> Step:
+    """A step from its JSON object; ValueError names what is wrong."""
+    if not isinstance(data, dict):
+        raise ValueError("a step must be a JSON object")
+    op = data.get("op")
+    if op not in REQUIRED:
+        raise ValueError(f"unknown op {op!r}")
+    for key in REQUIRED[op]:
+        if key not in data:
+            raise ValueError(f"{op} needs {key!r}")
+        value = data[key]
+        wanted: type = int if key == "mount" else str
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise ValueError(f"{op}: {key!r} must be {'an integer' if wanted is int else 'a string'}")
+    why = data.get("why", "")
+    return Step(
+        op=op,
+        mount=data.get("mount"),
+        path=data.get("path"),
+        src=data.get("from"),
+        to=data.get("to"),
+        target=data.get("target"),
+        why=why if isinstance(why, str) else "",
+    )

@@ -1,0 +1,106 @@
+"""MountTree: a dumped mount table as a tree, indexed for path resolution."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from planner.errors import DumpError
+from planner.mountinfo import Mount
+from planner.paths import is_under, prefixes, relative
+
+
+class MountTree:
+    """Mounts by id, children by (parent, mountpoint) in stacking order.
+
+    Mounts on one mountpoint of one parent are legacy shadow siblings: the one
+    listed later in mountinfo is on top. Modern kernels stack instead (the later
+    mount's parent is the earlier one, same mountpoint).
+    """
+
+    def __init__(self, mounts: Iterable[Mount], source: str = "<dump>") -> None:
+        self.source = source
+        self.mounts: list[Mount] = list(mounts)
+        self.by_id: dict[int, Mount] = {}
+        self.order: dict[int, int] = {}
+        for index, mount in enumerate(self.mounts):
+            if mount.mount_id in self.by_id:
+                first = self.by_id[mount.mount_id].line_no
+                raise DumpError(source, mount.line_no, f"duplicate mount id {mount.mount_id} (first on line {first})")
+            self.by_id[mount.mount_id] = mount
+            self.order[mount.mount_id] = index
+        if not self.mounts:
+            raise DumpError(source, None, "empty mount table")
+        roots = [m for m in self.mounts if m.parent_id not in self.by_id or m.parent_id == m.mount_id]
+        if len(roots) != 1:
+            if not roots:
+                raise DumpError(source, self.mounts[0].line_no, "no root mount: every parent id is in the table (a cycle)")
+            raise DumpError(
+                source,
+                roots[1].line_no,
+                f"two root mounts ({roots[0].mount_id} and {roots[1].mount_id}): parent {roots[1].parent_id} is not in the table",
+            )
+        self.root = roots[0]
+        self.children_at: dict[tuple[int, str], list[Mount]] = defaultdict(list)
+        self.children: dict[int, list[Mount]] = defaultdict(list)
+        for mount in self.mounts:
+            if mount is self.root:
+                continue
+            parent = self.by_id[mount.parent_id]
+            if not is_under(mount.mountpoint, parent.mountpoint):
+                raise DumpError(
+                    source,
+                    mount.line_no,
+                    f"mount {mount.mount_id} at {mount.mountpoint} is not under its parent {parent.mount_id} at {parent.mountpoint}",
+                )
+            self.children_at[(parent.mount_id, mount.mountpoint)].append(mount)
+            self.children[parent.mount_id].append(mount)
+        self.top_down = self._parents_first()
+
+    def _parents_first(self) -> list[Mount]:
+        ordered = [self.root]
+        index = 0
+        while index < len(ordered):
+            ordered.extend(self.children[ordered[index].mount_id])
+            index += 1
+        if len(ordered) != len(self.mounts):
+            reached = {m.mount_id for m in ordered}
+            stray = next(m for m in self.mounts if m.mount_id not in reached)
+            raise DumpError(self.source, stray.line_no, f"mount {stray.mount_id} is in a parent cycle, unreachable from the root")
+        return ordered
+
+    def chain(self, mount_id: int) -> list[Mount]:
+        """The mounts from the root down to `mount_id`."""
+        out = []
+        mount = self.by_id[mount_id]
+        while mount is not self.root:
+            out.append(mount)
+            mount = self.by_id[mount.parent_id]
+        out.append(self.root)
+        out.reverse()
+        return out
+
+    def is_legacy_below(self, lower: Mount, upper: Mount) -> bool:
+        """True when `upper` lies on top of `lower` as a later shadow sibling."""
+        return self.order[upper.mount_id] > self.order[lower.mount_id]
+
+    def stack_on(self, mount: Mount) -> list[Mount]:
+        """Mounts stacked on `mount`'s root, bottom-up, each followed by its own stack."""
+        out: list[Mount] = []
+        for child in self.children_at.get((mount.mount_id, mount.mountpoint), ()):
+            out.append(child)
+            out.extend(self.stack_on(child))
+        return out
+
+    def topmost_at(self, path: str) -> Mount:
+        """The mount whose root a walk of `path` ends on, or the mount holding `path`."""
+        mount = self.root
+        for prefix in prefixes(path, self.root.mountpoint, path) if is_under(path, self.root.mountpoint) else []:
+            stack = self.children_at.get((mount.mount_id, prefix))
+            while stack:
+                mount = stack[-1]
+                stack = self.children_at.get((mount.mount_id, prefix))
+        return mount
+
+    def relative_in(self, mount: Mount, path: str) -> str:
+        return relative(path, mount.mountpoint)
