@@ -172,11 +172,11 @@ def check_plan(tree: MountTree, targets: list[Target] | tuple[Target, ...], step
     return problems
 
 
-def _shape_text(ns: Namespace, mount_id: int, shape: tuple[int | None, str, int, int | None, int | None] | None) -> str:
+def _shape_text(ns: Namespace, mount_id: int, shape: tuple[int | None, str, int | None, int | None] | None) -> str:
     if shape is None:
         return f"{_name(ns, mount_id)} (absent)"
-    parent, rel, position, group, master = shape
-    where = "root" if parent is None else f"on {_name(ns, parent)} at {rel or '/'} (stack position {position})"
+    parent, rel, group, master = shape
+    where = "root" if parent is None else f"on {_name(ns, parent)} at {rel or '/'}"
     prop = f", shared:{group}" if group is not None else ""
     prop += f", master:{master}" if master is not None else ""
     return f"{_name(ns, mount_id)} {where}{prop}"

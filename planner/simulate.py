@@ -121,13 +121,30 @@ class Namespace:
             current = self.mounts[current].parent
         return False
 
-    def shape(self) -> dict[int, tuple[int | None, str, int, int | None, int | None]]:
-        """What must come back identical: parent, place, stacking position, propagation."""
-        out = {}
+    def top_of(self, mount_id: int) -> int:
+        """The mount a walk ends on at `mount_id`'s root: the top of its stack."""
+        stack = self.children.get((mount_id, ""))
+        while stack:
+            mount_id = stack[-1]
+            stack = self.children.get((mount_id, ""))
+        return mount_id
+
+    def shape(self) -> dict[int, tuple[int | None, str, int | None, int | None]]:
+        """What must come back identical: each mount's parent, place and propagation.
+
+        Legacy shadow siblings (two mounts on one place of one parent, the later
+        on top) are taken as the stack path resolution sees: since Linux 4.11 no
+        move or mount creates side-by-side mounts, so a moved-back upper sibling
+        lands on the top of the lower one's stack, and the walk is unchanged.
+        """
+        out: dict[int, tuple[int | None, str, int | None, int | None]] = {}
+        root = self.mounts[self.root]
+        out[self.root] = (None, "", root.group, root.master)
         for (parent, rel), ids in self.children.items():
             for position, mount_id in enumerate(ids):
                 node = self.mounts[mount_id]
-                out[mount_id] = (parent, rel, position, node.group, node.master)
-        root = self.mounts[self.root]
-        out[self.root] = (None, "", 0, root.group, root.master)
+                if position == 0:
+                    out[mount_id] = (parent, rel, node.group, node.master)
+                else:
+                    out[mount_id] = (self.top_of(ids[position - 1]), "", node.group, node.master)
         return out

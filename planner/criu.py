@@ -1,0 +1,767 @@
+"""CRIU images, decoded by crit, to an overmount-dump/1 dict (pure: reads JSON text, no syscalls).
+
+Checked against CRIU 4.2 (crit 4.2, kernel 6.18). Decode the images of a dump
+directory to JSON with crit first; this module never reads the binary .img files::
+
+    cd /path/to/criu-dump
+    crit decode --pretty -i mountpoints-10.img -o mountpoints-10.json  # the mount table (required)
+    crit decode --pretty -i files.img        -o files.json             # REG and UNIXSK file entries
+    crit decode --pretty -i pstree.img       -o pstree.json            # which pid is the root task
+    crit decode --pretty -i ids-1.img        -o ids-1.json             # its mnt_ns_id / files_id
+    crit decode --pretty -i fdinfo-2.img     -o fdinfo-2.json          # its open fds
+    crit decode --pretty -i fs-1.img         -o fs-1.json              # its cwd
+    crit decode --pretty -i mm-1.img         -o mm-1.json              # its file mappings
+    crit decode --pretty -i inventory.img    -o inventory.json         # fdinfo per id or per pid
+
+or all at once: ``for i in *.img; do crit decode --pretty -i "$i" -o "${i%.img}.json"; done``.
+``crit decode`` without ``--pretty`` is accepted too (numbers instead of flag names).
+
+``dump_from_crit(directory)`` finds the files by those names: the root task is the
+first ``pstree.json`` entry; its ``ids-PID.json`` names the mount namespace
+(``mountpoints-<mnt_ns_id>.json``) and the fd table (``fdinfo-<files_id>.json``,
+or ``fdinfo-PID.json`` when ``inventory.json`` says ``fdinfo_per_id`` is false).
+Other tasks in that mount namespace contribute their targets too. Without
+pstree/ids, a directory holding exactly one file of each kind is used as is.
+
+``dump_from_crit({"mountpoints": ..., "files": ..., "fdinfo": ..., "fs": ..., "mm": ...})``
+takes the paths of one task's images; only "mountpoints" is required.
+
+What the result holds (overmount-dump/1 plus two extra fields):
+
+- ``mountinfo``: one line per mnt_entry, rebuilt from the image. CRIU does not
+  carry everything mountinfo shows: the filesystem type of mounts it calls
+  "unsupported" (``fstype`` 0: ext4, btrfs, xfs, ... on the root or external
+  mounts) becomes ``unknown``; ``propagate_from:N`` is not kept; a mount with
+  neither relatime nor noatime lost its other per-mount flags in CRIU's parser
+  (``*flags = MS_STRICTATIME``); uid=/gid= options are already mapped into the
+  dumped user namespace.
+- ``targets``: ``open`` for each regular file or directory an fd holds
+  (``fdN``, the lowest fd of the ones sharing one open file), ``chdir`` for the cwd (``cwd``), ``mmap`` per mapped file
+  (``map-<file id>``), ``bind`` per unix socket bound to a path
+  (``sk-<file id>``). Tasks other than the root one get ``@PID`` appended.
+- ``skipped``: ``{"id", "kind", "path", "mount", "reason"}`` for objects that
+  cannot be targets (no mount id, a mount outside the table, external files, ...).
+- ``notes``: what the conversion could not carry, one string each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import quopri
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from planner.errors import DumpError
+from planner.mountinfo import Mount, render_line
+
+FORMAT = "overmount-dump/1"
+
+# images/mnt.proto `enum fstype` -> the kernel's name, as criu/filesystems.c spells it.
+# AUTO (16) means "mounted by name": the name is in the entry's `fsname`.
+FSTYPE_NAMES = {
+    1: "proc",
+    2: "sysfs",
+    3: "devtmpfs",
+    4: "binfmt_misc",
+    5: "tmpfs",
+    6: "devpts",
+    7: "simfs",
+    8: "pstore",
+    9: "securityfs",
+    10: "fusectl",
+    11: "debugfs",
+    12: "cgroup",
+    13: "aufs",
+    14: "mqueue",
+    15: "fuse",
+    17: "overlay",
+    18: "autofs",
+    19: "tracefs",
+    23: "cgroup2",
+}
+FSTYPE_UNSUPPORTED = 0
+FSTYPE_AUTO = 16
+
+# <linux/mount.h> MS_* bits as CRIU stores them in mnt_entry.flags / sb_flags.
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_SYNCHRONOUS = 0x10
+MS_MANDLOCK = 0x40
+MS_DIRSYNC = 0x80
+MS_NOSYMFOLLOW = 0x100
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_UNBINDABLE = 1 << 17
+MS_RELATIME = 1 << 21
+MS_LAZYTIME = 1 << 25
+
+# Per-mount options in the order fs/proc_namespace.c show_mnt_opts() prints them (after rw/ro).
+_MNT_OPTS = (
+    (MS_NOSUID, "nosuid"),
+    (MS_NODEV, "nodev"),
+    (MS_NOEXEC, "noexec"),
+    (MS_NOATIME, "noatime"),
+    (MS_NODIRATIME, "nodiratime"),
+    (MS_RELATIME, "relatime"),
+    (MS_NOSYMFOLLOW, "nosymfollow"),
+)
+# Superblock flags in the order show_sb_opts() prints them (after rw/ro); CRIU's
+# parser keeps lazytime (and, through a typo, mand) in `options`, so they are only
+# added here when the flag is set and the option text does not already hold them.
+_SB_OPTS = (
+    (MS_SYNCHRONOUS, "sync"),
+    (MS_DIRSYNC, "dirsync"),
+    (MS_MANDLOCK, "mand"),
+    (MS_LAZYTIME, "lazytime"),
+)
+
+# criu/include/image.h VMA_* status bits (the names crit prints).
+_VMA_BITS = {
+    "VMA_AREA_REGULAR": 1 << 0,
+    "VMA_AREA_STACK": 1 << 1,
+    "VMA_AREA_VSYSCALL": 1 << 2,
+    "VMA_AREA_VDSO": 1 << 3,
+    "VMA_AREA_HEAP": 1 << 5,
+    "VMA_FILE_PRIVATE": 1 << 6,
+    "VMA_FILE_SHARED": 1 << 7,
+    "VMA_ANON_SHARED": 1 << 8,
+    "VMA_ANON_PRIVATE": 1 << 9,
+    "VMA_AREA_SYSVIPC": 1 << 10,
+    "VMA_AREA_SOCKET": 1 << 11,
+    "VMA_AREA_VVAR": 1 << 12,
+    "VMA_AREA_AIORING": 1 << 13,
+    "VMA_AREA_MEMFD": 1 << 14,
+    "VMA_AREA_SHSTK": 1 << 15,
+    "VMA_AREA_UPROBES": 1 << 17,
+    "VMA_UNSUPP": 1 << 31,
+}
+_VMA_FILE = _VMA_BITS["VMA_FILE_PRIVATE"] | _VMA_BITS["VMA_FILE_SHARED"]
+# Mappings whose shmid is not a REG file id: SysV shm, memfd, sockets, AIO rings.
+_VMA_NOT_REG = (
+    _VMA_BITS["VMA_AREA_SYSVIPC"]
+    | _VMA_BITS["VMA_AREA_MEMFD"]
+    | _VMA_BITS["VMA_AREA_SOCKET"]
+    | _VMA_BITS["VMA_AREA_AIORING"]
+)
+
+# crit's pretty names for unix_sk_entry type/state (lib/pycriu/images/pb2dict.py sk_maps).
+_SK_TYPES = {"STREAM": 1, "DGRAM": 2, "RAW": 3, "SEQPACKET": 5}
+_SK_STATES = {"ESTABLISHED": 1, "LISTEN": 10, "CLOSE": 7}
+SOCK_STREAM, SOCK_SEQPACKET = 1, 5
+TCP_ESTABLISHED = 1
+
+# The image kinds a paths dict may name, with the magic crit prints for each.
+MAGICS = {
+    "mountpoints": "MNTS",
+    "files": "FILES",
+    "fdinfo": "FDINFO",
+    "fs": "FS",
+    "mm": "MM",
+    "pstree": "PSTREE",
+    "ids": "IDS",
+    "inventory": "INVENTORY",
+}
+_NAME = re.compile(r"^(mountpoints|fdinfo|fs|mm|ids)-(\d+)\.json$")
+
+
+# --- reading crit's JSON --------------------------------------------------------------------
+
+
+@dataclass
+class _Image:
+    """One decoded image: its entries, and where each entry starts in the file (for errors)."""
+
+    source: str
+    entries: list[dict[str, Any]]
+    lines: list[int | None] = field(default_factory=list)
+
+    def line(self, index: int) -> int | None:
+        return self.lines[index] if index < len(self.lines) else None
+
+    def fail(self, index: int | None, reason: str) -> DumpError:
+        if index is None:
+            return DumpError(self.source, None, reason)
+        return DumpError(self.source, self.line(index), f"entry {index}: {reason}")
+
+
+def _entry_lines(text: str) -> list[int | None]:
+    """Line of each '{' that opens an element of the "entries" array (depth 2 of crit's output)."""
+    lines: list[int | None] = []
+    stack: list[str] = []
+    line = 1
+    in_string = escaped = False
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+            continue
+        if ch == '"':
+            in_string = True
+        elif ch in "{[":
+            if ch == "{" and stack == ["{", "["]:
+                lines.append(line)
+            stack.append(ch)
+        elif ch in "}]" and stack:
+            stack.pop()
+    return lines
+
+
+def _load(source: str, text: str, kind: str) -> _Image:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DumpError(source, exc.lineno, f"not JSON from crit decode: {exc.msg}") from None
+    if not isinstance(doc, dict):
+        raise DumpError(source, 1, "crit decode output is an object with 'magic' and 'entries'")
+    magic = doc.get("magic")
+    want = MAGICS[kind]
+    if magic != want:
+        raise DumpError(source, 1, f"magic is {magic!r}, expected {want!r} (a {kind} image)")
+    entries = doc.get("entries")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise DumpError(source, 1, "'entries' must be a list of objects")
+    return _Image(source, entries, _entry_lines(text))
+
+
+def _read(path: str, kind: str) -> _Image:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise DumpError(path, None, f"cannot read: {exc.strerror or exc}") from None
+    if raw.lstrip()[:1] != b"{":
+        # A CRIU image starts with binary magic numbers; crit's JSON with '{'.
+        raise DumpError(path, 1, f"not crit JSON (a binary image?): decode it with `crit decode --pretty -i IMAGE.img -o {kind}-N.json`")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DumpError(path, raw.count(b"\n", 0, exc.start) + 1, f"not UTF-8 text at byte {exc.start}") from None
+    return _load(path, text, kind)
+
+
+def _int(image: _Image, index: int, entry: dict[str, Any], key: str, default: int | None = None) -> int:
+    """An integer field: crit --pretty prints hex fields as '0x..', dev fields as 'major:minor'."""
+    if key not in entry:
+        if default is not None:
+            return default
+        raise image.fail(index, f"missing field {key!r}")
+    value = entry[key]
+    if isinstance(value, bool):
+        raise image.fail(index, f"{key} is a boolean, expected a number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value, 0)
+        except ValueError:
+            pass
+    raise image.fail(index, f"{key} is not a number: {value!r}")
+
+
+def _str(image: _Image, index: int, entry: dict[str, Any], key: str, default: str | None = None) -> str:
+    if key not in entry:
+        if default is not None:
+            return default
+        raise image.fail(index, f"missing field {key!r}")
+    value = entry[key]
+    if not isinstance(value, str):
+        raise image.fail(index, f"{key} is not a string: {value!r}")
+    return value
+
+
+def _dev(image: _Image, index: int, entry: dict[str, Any]) -> tuple[int, int]:
+    """root_dev: 'major:minor' from --pretty, else the kernel's dev_t (major << 20 | minor)."""
+    value = entry.get("root_dev")
+    if isinstance(value, str) and re.fullmatch(r"\d+:\d+", value):
+        major, minor = value.split(":")
+        return int(major), int(minor)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value >> 20, value & 0xFFFFF
+    if value is None:
+        raise image.fail(index, "missing field 'root_dev'")
+    raise image.fail(index, f"root_dev is neither 'major:minor' nor a number: {value!r}")
+
+
+def _flag_bits(image: _Image, index: int, value: Any, names: dict[str, int], what: str) -> int:
+    """A flags field: an int, or crit's 'A | B | 0x40' rendering."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str):
+        raise image.fail(index, f"{what} is not a flags value: {value!r}")
+    bits = 0
+    for part in value.split("|"):
+        part = part.strip()
+        if not part:
+            continue
+        if part in names:
+            bits |= names[part]
+            continue
+        try:
+            bits |= int(part, 0)
+        except ValueError:
+            raise image.fail(index, f"{what}: unknown flag {part!r}") from None
+    return bits
+
+
+def _enum(image: _Image, index: int, value: Any, names: dict[str, int], what: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value in names:
+        return names[value]
+    raise image.fail(index, f"unknown {what} {value!r}")
+
+
+def unix_name(encoded: str) -> bytes:
+    """A unix_sk_entry name as crit prints it (quoted-printable, pb2dict 'unix_name' conv) to bytes.
+
+    The kernel reports the address with the terminating NUL the binder passed,
+    so b'/omt/d/sock\\0' is printed '/omt/d/sock=00'; abstract names start with NUL.
+    """
+    return quopri.decodestring(encoded.encode("utf-8", "surrogateescape"))
+
+
+def _socket_path(raw: bytes) -> str | None:
+    """The filesystem path of a unix socket name, or None for an abstract or empty one."""
+    if not raw or raw[:1] == b"\0":
+        return None
+    return os.fsdecode(raw.split(b"\0", 1)[0])
+
+
+# --- the mount table ------------------------------------------------------------------------
+
+
+def _super_options(sb_flags: int, options: str) -> str:
+    have = set(options.split(",")) if options else set()
+    parts = ["ro" if sb_flags & MS_RDONLY else "rw"]
+    parts += [name for bit, name in _SB_OPTS if sb_flags & bit and name not in have]
+    if options:
+        parts.append(options)
+    return ",".join(parts)
+
+
+def _mount_options(flags: int) -> str:
+    parts = ["ro" if flags & MS_RDONLY else "rw"]
+    parts += [name for bit, name in _MNT_OPTS if flags & bit]
+    return ",".join(parts)
+
+
+def _mount_from_entry(image: _Image, index: int, entry: dict[str, Any], notes: list[str]) -> Mount:
+    mnt_id = _int(image, index, entry, "mnt_id")
+    parent = _int(image, index, entry, "parent_mnt_id")
+    major, minor = _dev(image, index, entry)
+    flags = _int(image, index, entry, "flags")
+    sb_flags = _int(image, index, entry, "sb_flags", 0)
+    root = _str(image, index, entry, "root")
+    mountpoint = _str(image, index, entry, "mountpoint")
+    source = _str(image, index, entry, "source")
+    options = _str(image, index, entry, "options")
+    if not mountpoint.startswith("/"):
+        raise image.fail(index, f"mount {mnt_id}: mountpoint is not absolute: {mountpoint!r}")
+
+    code = _int(image, index, entry, "fstype")
+    fsname = entry.get("fsname")
+    if code == FSTYPE_AUTO or (code == FSTYPE_UNSUPPORTED and fsname):
+        fstype = fsname if isinstance(fsname, str) and fsname else "unknown"
+    elif code == FSTYPE_UNSUPPORTED:
+        fstype = "unknown"
+        notes.append(f"mount {mnt_id}: CRIU does not record the filesystem type of an 'unsupported' fs; written as 'unknown'")
+    else:
+        fstype = FSTYPE_NAMES.get(code, "unknown")
+        if code not in FSTYPE_NAMES:
+            notes.append(f"mount {mnt_id}: fstype {code} is not in CRIU 4.2's mnt.proto; written as 'unknown'")
+
+    optional: list[str] = []
+    shared = _int(image, index, entry, "shared_id", 0)
+    master = _int(image, index, entry, "master_id", 0)
+    if shared:
+        optional.append(f"shared:{shared}")
+    # CRIU sets master_id to -1 (stored as uint32) when the master is the dump root's own master.
+    if 0 < master < 1 << 31:
+        optional.append(f"master:{master}")
+    elif master:
+        notes.append(f"mount {mnt_id}: slave of a peer group outside the dump (master_id {master}); master:N not written")
+    if flags & MS_UNBINDABLE:
+        optional.append("unbindable")
+
+    if entry.get("ext_mount") and "ext_key" not in entry:
+        # Images older than ext_key stored the external mount's key in `root`.
+        notes.append(f"mount {mnt_id}: external mount from an old image; root {root!r} is CRIU's key, not a path")
+    if entry.get("internal_sharing"):
+        notes.append(f"mount {mnt_id}: external mount re-shared inside the namespace (internal_sharing)")
+    if entry.get("with_plugin"):
+        notes.append(f"mount {mnt_id}: restored by a CRIU plugin")
+
+    return Mount(
+        mount_id=mnt_id,
+        parent_id=parent,
+        major=major,
+        minor=minor,
+        root=root,
+        mountpoint=mountpoint,
+        options=_mount_options(flags),
+        optional=tuple(optional),
+        fstype=fstype,
+        source=source,
+        super_options=_super_options(sb_flags, options),
+        deleted=bool(entry.get("deleted", False)),
+        line_no=image.line(index) or 0,
+    )
+
+
+def _order_mounts(image: _Image, mounts: list[Mount]) -> list[Mount]:
+    """Mountinfo order, then parents before children.
+
+    CRIU's parse_mountinfo() prepends each line to its list, and dump_mnt_ns()
+    writes that list: the image holds the mounts in reverse mountinfo order, so
+    reversing it restores the kernel's order, stacking included (the later of
+    two mounts on one mountpoint is on top). Mount ids are recycled, so a higher
+    id does not mean a later mount; the file order is the better witness. A mount
+    moved under a newer parent can precede it in mountinfo; those are moved after
+    their parent.
+    """
+    kernel_order = list(reversed(mounts))
+    by_id: dict[int, Mount] = {}
+    for m in kernel_order:
+        if m.mount_id in by_id:
+            raise DumpError(image.source, m.line_no or None, f"mount id {m.mount_id} appears twice")
+        by_id[m.mount_id] = m
+    placed: set[int] = set()
+    out: list[Mount] = []
+    for m in kernel_order:
+        chain: list[Mount] = []
+        cur: Mount | None = m
+        seen: set[int] = set()
+        while cur is not None and cur.mount_id not in placed:
+            if cur.mount_id in seen:
+                raise DumpError(image.source, cur.line_no or None, f"mount {cur.mount_id} is in a parent cycle")
+            seen.add(cur.mount_id)
+            chain.append(cur)
+            parent = by_id.get(cur.parent_id)
+            cur = parent if parent is not None and parent.mount_id != cur.mount_id else None
+        for item in reversed(chain):
+            placed.add(item.mount_id)
+            out.append(item)
+    return out
+
+
+def mounts_from_image(image: _Image, notes: list[str]) -> list[Mount]:
+    mounts = [_mount_from_entry(image, i, e, notes) for i, e in enumerate(image.entries)]
+    if not mounts:
+        raise DumpError(image.source, None, "no mount entries")
+    return _order_mounts(image, mounts)
+
+
+# --- targets --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Collector:
+    mounts: dict[int, Mount]
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seen_ids: set[str] = field(default_factory=set)
+
+    def add(self, target_id: str, kind: str, mount: int | None, path: str | None) -> None:
+        if target_id in self.seen_ids:
+            return
+        self.seen_ids.add(target_id)
+        reason = self._refuse(mount, path)
+        if reason:
+            self.skip(target_id, kind, path, mount, reason)
+            return
+        assert mount is not None and path is not None
+        self.targets.append({"id": target_id, "kind": kind, "mount": mount, "path": path})
+
+    def skip(self, target_id: str, kind: str, path: str | None, mount: int | None, reason: str) -> None:
+        self.seen_ids.add(target_id)
+        self.skipped.append({"id": target_id, "kind": kind, "path": path, "mount": mount, "reason": reason})
+
+    def _refuse(self, mount: int | None, path: str | None) -> str | None:
+        if path is None or not path.startswith("/"):
+            return f"no absolute path ({path!r})"
+        if mount is None or mount < 0:
+            return "CRIU recorded no mount id"
+        where = self.mounts.get(mount)
+        if where is None:
+            return f"mount {mount} is not in this mount namespace's table"
+        top = where.mountpoint
+        if not (top == "/" or path == top or path.startswith(top + "/")):
+            return f"path is not under mount {mount}'s mountpoint {top}"
+        return None
+
+
+@dataclass
+class _Files:
+    """files.img: REG entries (name, mnt_id) and UNIXSK entries by file id."""
+
+    image: _Image
+    reg: dict[int, tuple[int, dict[str, Any]]]
+    usk: dict[int, tuple[int, dict[str, Any]]]
+
+    @classmethod
+    def from_image(cls, image: _Image) -> _Files:
+        reg: dict[int, tuple[int, dict[str, Any]]] = {}
+        usk: dict[int, tuple[int, dict[str, Any]]] = {}
+        for index, entry in enumerate(image.entries):
+            kind = entry.get("type")
+            if kind not in ("REG", "UNIXSK", 1, 5):
+                continue
+            file_id = _int(image, index, entry, "id")
+            key = "reg" if kind in ("REG", 1) else "usk"
+            body = entry.get(key)
+            if not isinstance(body, dict):
+                raise image.fail(index, f"file {file_id}: type {kind} without a {key!r} object")
+            (reg if key == "reg" else usk)[file_id] = (index, body)
+        return cls(image, reg, usk)
+
+    def reg_path(self, file_id: int) -> tuple[str, int, dict[str, Any]] | None:
+        found = self.reg.get(file_id)
+        if found is None:
+            return None
+        index, body = found
+        return _str(self.image, index, body, "name"), _int(self.image, index, body, "mnt_id", -1), body
+
+
+def _add_reg(col: _Collector, files: _Files, file_id: int, target_id: str, kind: str) -> None:
+    found = files.reg_path(file_id)
+    if found is None:
+        col.skip(target_id, kind, None, None, f"file id {file_id} is not a REG entry in {files.image.source}")
+        return
+    name, mnt_id, body = found
+    if body.get("ext"):
+        col.skip(target_id, kind, name, mnt_id, "external file (--external file[...]): CRIU inherits it, no path to open")
+        return
+    col.add(target_id, kind, mnt_id, name)
+
+
+def _add_socket(col: _Collector, files: _Files, file_id: int, target_id: str) -> None:
+    index, body = files.usk[file_id]
+    image = files.image
+    encoded = _str(image, index, body, "name", "")
+    path = _socket_path(unix_name(encoded))
+    if path is None:
+        return  # unnamed or abstract: nothing in the filesystem to reach
+    mnt_id = _int(image, index, body, "mnt_id", -1)
+    sk_type = _enum(image, index, body.get("type", 0), _SK_TYPES, "socket type")
+    state = _enum(image, index, body.get("state", 0), _SK_STATES, "socket state")
+    if sk_type in (SOCK_STREAM, SOCK_SEQPACKET) and state == TCP_ESTABLISHED:
+        # An accepted connection reports its listener's name; CRIU does not bind it (sk-unix.c).
+        return
+    if not path.startswith("/"):
+        name_dir = body.get("name_dir")
+        if isinstance(name_dir, str) and name_dir.startswith("/"):
+            path = name_dir.rstrip("/") + "/" + path
+        else:
+            col.skip(target_id, "bind", path, mnt_id, "relative socket name and no name_dir")
+            return
+    if body.get("deleted"):
+        col.notes.append(f"{target_id}: the socket file was unlinked; CRIU binds it at {path} and unlinks it again")
+    col.add(target_id, "bind", mnt_id, path)
+
+
+@dataclass
+class _Task:
+    pid: int
+    suffix: str
+    fdinfo: _Image | None
+    fs: _Image | None
+    mm: _Image | None
+
+
+def _collect_task(col: _Collector, files: _Files | None, task: _Task) -> None:
+    if files is None:
+        if task.fdinfo or task.fs or task.mm:
+            col.notes.append("files.json was not given: fds, cwd and mappings cannot be resolved to paths")
+        return
+    sfx = task.suffix
+    if task.fdinfo is not None:
+        image = task.fdinfo
+        opened: set[int] = set()
+        for index, entry in enumerate(image.entries):
+            kind = entry.get("type")
+            file_id = _int(image, index, entry, "id")
+            fd = _int(image, index, entry, "fd")
+            if kind in ("REG", 1):
+                # fds sharing a file id share one struct file: CRIU opens it once and dups it.
+                if file_id not in opened:
+                    opened.add(file_id)
+                    _add_reg(col, files, file_id, f"fd{fd}{sfx}", "open")
+            elif kind in ("UNIXSK", 5):
+                if file_id not in files.usk:
+                    raise image.fail(index, f"fd {fd}: unix socket {file_id} is not in {files.image.source}")
+                _add_socket(col, files, file_id, f"sk-{file_id}")
+    if task.fs is not None:
+        image = task.fs
+        for index, entry in enumerate(image.entries):
+            _add_reg(col, files, _int(image, index, entry, "cwd_id"), f"cwd{sfx}", "chdir")
+            break
+    if task.mm is not None:
+        image = task.mm
+        for index, entry in enumerate(image.entries):
+            vmas = entry.get("vmas", [])
+            if not isinstance(vmas, list):
+                raise image.fail(index, "vmas is not a list")
+            for vma in vmas:
+                if not isinstance(vma, dict):
+                    raise image.fail(index, "a vma is not an object")
+                status = _flag_bits(image, index, vma.get("status", 0), _VMA_BITS, "vma status")
+                if not status & _VMA_FILE or status & _VMA_NOT_REG:
+                    continue
+                file_id = _int(image, index, vma, "shmid")
+                _add_reg(col, files, file_id, f"map-{file_id}", "mmap")
+
+
+def _all_sockets(col: _Collector, files: _Files) -> None:
+    # Bound sockets only reached through SCM_RIGHTS in flight, or whose fd table
+    # was not given, are still re-bound by CRIU at restore.
+    for file_id in sorted(files.usk):
+        _add_socket(col, files, file_id, f"sk-{file_id}")
+
+
+# --- entry point ----------------------------------------------------------------------------
+
+
+def _single(image: _Image | None, index: int = 0) -> dict[str, Any] | None:
+    if image is None or not image.entries:
+        return None
+    return image.entries[index]
+
+
+def _from_dir(directory: str) -> tuple[_Image, _Image | None, list[_Task], list[str]]:
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise DumpError(directory, None, f"cannot list: {exc.strerror or exc}") from None
+    numbered: dict[str, dict[int, str]] = {}
+    for name in names:
+        match = _NAME.match(name)
+        if match:
+            numbered.setdefault(match.group(1), {})[int(match.group(2))] = os.path.join(directory, name)
+    notes: list[str] = []
+
+    def opt(name: str, kind: str) -> _Image | None:
+        path = os.path.join(directory, name)
+        return _read(path, kind) if os.path.exists(path) else None
+
+    def only(kind: str) -> str | None:
+        found = numbered.get(kind, {})
+        return next(iter(found.values())) if len(found) == 1 else None
+
+    if "mountpoints" not in numbered:
+        hint = " (binary .img files here: decode them with crit first)" if any(n.endswith(".img") for n in names) else ""
+        raise DumpError(directory, None, f"no mountpoints-N.json{hint}")
+    files = opt("files.json", "files")
+    pstree = opt("pstree.json", "pstree")
+    inventory = _single(opt("inventory.json", "inventory"))
+    per_id = True if inventory is None else bool(inventory.get("fdinfo_per_id", False))
+
+    pids: list[int] = []
+    if pstree is not None:
+        for index, entry in enumerate(pstree.entries):
+            pids.append(_int(pstree, index, entry, "pid"))
+    root_ns: int | None = None
+    tasks: list[_Task] = []
+    seen_files: set[int] = set()
+    if pids and pids[0] in numbered.get("ids", {}):
+        for pid in pids:
+            ids_path = numbered.get("ids", {}).get(pid)
+            if ids_path is None:
+                notes.append(f"task {pid}: no ids-{pid}.json; its targets are not read")
+                continue
+            ids_image = _read(ids_path, "ids")
+            ids = _single(ids_image)
+            if ids is None:
+                raise DumpError(ids_path, None, "no entries")
+            mnt_ns = _int(ids_image, 0, ids, "mnt_ns_id")
+            if root_ns is None:
+                root_ns = mnt_ns
+            elif mnt_ns != root_ns:
+                notes.append(f"task {pid}: in another mount namespace (mnt_ns_id {mnt_ns}); its targets are not read")
+                continue
+            files_id = _int(ids_image, 0, ids, "files_id", pid)
+            fd_key = files_id if per_id else pid
+            fdinfo_path = numbered.get("fdinfo", {}).get(fd_key)
+            fdinfo = None
+            if fdinfo_path and fd_key not in seen_files:
+                fdinfo = _read(fdinfo_path, "fdinfo")
+                seen_files.add(fd_key)
+            fs_path = numbered.get("fs", {}).get(pid)
+            mm_path = numbered.get("mm", {}).get(pid)
+            tasks.append(
+                _Task(
+                    pid=pid,
+                    suffix="" if not tasks else f"@{pid}",
+                    fdinfo=fdinfo,
+                    fs=_read(fs_path, "fs") if fs_path else None,
+                    mm=_read(mm_path, "mm") if mm_path else None,
+                )
+            )
+        mnt_path = numbered["mountpoints"].get(root_ns) if root_ns is not None else None
+        if mnt_path is None:
+            raise DumpError(directory, None, f"no mountpoints-{root_ns}.json for the root task's mount namespace")
+    else:
+        mnt_path = only("mountpoints")
+        if mnt_path is None:
+            raise DumpError(directory, None, "several mountpoints-N.json and no pstree.json/ids-PID.json to choose one")
+        single = {kind: only(kind) for kind in ("fdinfo", "fs", "mm")}
+        tasks.append(
+            _Task(
+                pid=0,
+                suffix="",
+                fdinfo=_read(single["fdinfo"], "fdinfo") if single["fdinfo"] else None,
+                fs=_read(single["fs"], "fs") if single["fs"] else None,
+                mm=_read(single["mm"], "mm") if single["mm"] else None,
+            )
+        )
+        for kind in ("fdinfo", "fs", "mm"):
+            if numbered.get(kind) and single[kind] is None:
+                notes.append(f"several {kind}-N.json and no pstree.json/ids-PID.json: none of them read")
+    return _read(mnt_path, "mountpoints"), files, tasks, notes
+
+
+def _from_paths(paths: dict[str, str]) -> tuple[_Image, _Image | None, list[_Task], list[str]]:
+    allowed = ("mountpoints", "files", "fdinfo", "fs", "mm")
+    for key in paths:
+        if key not in allowed:
+            raise DumpError("<crit paths>", None, f"unknown image kind {key!r} (expected one of {', '.join(allowed)})")
+    if "mountpoints" not in paths:
+        raise DumpError("<crit paths>", None, "the 'mountpoints' image is required")
+
+    def opt(kind: str) -> _Image | None:
+        return _read(paths[kind], kind) if kind in paths else None
+
+    task = _Task(pid=0, suffix="", fdinfo=opt("fdinfo"), fs=opt("fs"), mm=opt("mm"))
+    return _read(paths["mountpoints"], "mountpoints"), opt("files"), [task], []
+
+
+def dump_from_crit(paths: dict[str, str] | str | os.PathLike[str]) -> dict[str, Any]:
+    """An overmount-dump/1 dict from crit-decoded JSON images (a directory, or paths by kind)."""
+    if isinstance(paths, dict):
+        mnt_image, files_image, tasks, notes = _from_paths(paths)
+    else:
+        mnt_image, files_image, tasks, notes = _from_dir(os.fspath(paths))
+    mounts = mounts_from_image(mnt_image, notes)
+    col = _Collector(mounts={m.mount_id: m for m in mounts}, notes=notes)
+    files = _Files.from_image(files_image) if files_image is not None else None
+    for task in tasks:
+        _collect_task(col, files, task)
+    if files is not None:
+        _all_sockets(col, files)
+    return {
+        "format": FORMAT,
+        "mountinfo": "".join(render_line(m) + "\n" for m in mounts),
+        "targets": col.targets,
+        "skipped": col.skipped,
+        "notes": list(dict.fromkeys(col.notes)),
+    }

@@ -1,0 +1,569 @@
+"""Build a dumped mount tree for real, inside a throwaway mount namespace.
+
+`build_replica` must run in a namespace child (see kernel.run_in_namespace): it
+attaches mounts and finally chroots into the replica's root, so the dump's
+absolute paths (and a plan's, yard included) work verbatim.
+
+How the tree is made:
+- one fresh tmpfs superblock (fsopen/fsmount, detached) per distinct
+  major:minor of the dump;
+- every directory a mount root, a mountpoint or a target needs, created inside
+  those superblocks through their detached fds;
+- every mount a clone (open_tree OPEN_TREE_CLONE) of its root path in its
+  superblock, attached through an O_PATH fd on its mountpoint opened from its
+  parent's own fd *before* any of the parent's children are attached. So each
+  mount lands on exactly the (parent, dentry) the dump names, whatever covers
+  that path later, and stacks come out as parent and child;
+- propagation last, on the finished private tree: per peer group an *anchor*
+  (a full-root clone of the superblock, made shared) that members join with
+  move_mount(MOVE_MOUNT_SET_GROUP); slaves join their master's group, then
+  become slaves. Anchors of groups with members in the tree are unmounted
+  (their peers keep the group); an anchor whose group has no member in the
+  dump (a master outside the namespace) stays, outside the chroot.
+
+Nothing of the scaffolding stays reachable by path: the superblock fds are
+closed, the scratch tmpfs holding the replica's root and the kept anchors lies
+outside the chroot.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from planner import kernel
+from planner.errors import PlannerError
+from planner.mountinfo import Mount, parse
+from planner.targets import Target
+
+Key = int | str  # a dump mount id, or "live:N" for a mount the dump does not have
+
+_O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+_CLONE = kernel.OPEN_TREE_CLONE | kernel.OPEN_TREE_CLOEXEC
+_NO_CROSSING = kernel.RESOLVE_NO_XDEV | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS | kernel.RESOLVE_BENEATH
+
+
+class ReplicaError(PlannerError):
+    """The dump cannot be built as a replica (or the built replica differs from it)."""
+
+
+# --- paths -------------------------------------------------------------------------------
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.split("/") if p]
+
+
+def under(path: str, top: str) -> str | None:
+    """`path` relative to `top` ('' when equal, 'a/b' below), or None when not under it."""
+    p, t = _parts(path), _parts(top)
+    if p[: len(t)] != t:
+        return None
+    return "/".join(p[len(t) :])
+
+
+def sb_path(root: str) -> str:
+    """Where a mount's root lives in its replica superblock, as the kernel will print it.
+
+    Roots that are no path (nsfs 'mnt:[4026532659]') or climb ('/..' in a cgroup
+    namespace view) get a stand-in directory of the same name shape.
+    """
+    if not root.startswith("/"):
+        root = "/" + root.replace("/", "_")
+    parts = ["%2e%2e" if p == ".." else "%2e" if p == "." else p for p in _parts(root)]
+    return "/" + "/".join(parts)
+
+
+def _rel(path: str) -> str:
+    """An sb_path as a path relative to the superblock's root fd."""
+    return path.lstrip("/") or "."
+
+
+def _join(top: str, rel: str) -> str:
+    if not rel:
+        return top
+    return top.rstrip("/") + "/" + rel
+
+
+# --- the tree as relations ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MountShape:
+    parent: Key | None
+    mountpoint: str
+    root: str
+    dev: str
+
+
+@dataclass(frozen=True)
+class TreeShape:
+    """A mount tree in dump ids: structure plus propagation as relations, not kernel numbers.
+
+    `slaves` holds one (members of the master group, its slaves) pair per master
+    group; members is empty for a master outside the tree.
+    """
+
+    mounts: Mapping[Key, MountShape]
+    peer_groups: frozenset[frozenset[Key]]
+    slaves: frozenset[tuple[frozenset[Key], frozenset[Key]]]
+    unbindable: frozenset[Key]
+
+    def without(self, keys: Collection[Key]) -> TreeShape:
+        drop = set(keys)
+        return TreeShape(
+            mounts={k: v for k, v in self.mounts.items() if k not in drop},
+            peer_groups=frozenset(g - drop for g in self.peer_groups if g - drop),
+            slaves=frozenset((m - drop, s - drop) for m, s in self.slaves if s - drop),
+            unbindable=self.unbindable - drop,
+        )
+
+    def diff(self, other: TreeShape) -> list[str]:
+        """What differs from `other`, one line per difference (empty when equal)."""
+        out = []
+        for key in sorted(set(self.mounts) | set(other.mounts), key=str):
+            a, b = self.mounts.get(key), other.mounts.get(key)
+            if a != b:
+                out.append(f"mount {key}: {_describe(a)} != {_describe(b)}")
+        for name in ("peer_groups", "slaves", "unbindable"):
+            a_rel, b_rel = getattr(self, name), getattr(other, name)
+            if a_rel != b_rel:
+                out.append(f"{name}: {_fmt(a_rel - b_rel)} only here, {_fmt(b_rel - a_rel)} only there")
+        return out
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "mounts": {
+                str(k): {"parent": v.parent, "mountpoint": v.mountpoint, "root": v.root, "dev": v.dev}
+                for k, v in sorted(self.mounts.items(), key=lambda kv: str(kv[0]))
+            },
+            "peer_groups": sorted(sorted(g, key=str) for g in self.peer_groups),
+            "slaves": sorted(
+                ({"master": sorted(m, key=str), "slaves": sorted(s, key=str)} for m, s in self.slaves), key=str
+            ),
+            "unbindable": sorted(self.unbindable, key=str),
+        }
+
+
+def _describe(shape: MountShape | None) -> str:
+    if shape is None:
+        return "absent"
+    return f"parent {shape.parent} on {shape.mountpoint} root {shape.root} dev {shape.dev}"
+
+
+def _fmt(rel: frozenset[object]) -> str:
+    def one(item: object) -> str:
+        if isinstance(item, frozenset):
+            return "{" + ",".join(sorted(map(str, item))) + "}"
+        if isinstance(item, tuple):
+            return "->".join(one(x) for x in item)
+        return str(item)
+
+    return "[" + " ".join(sorted(one(x) for x in rel)) + "]" if rel else "[]"
+
+
+def shape_of(
+    mounts: Iterable[Mount],
+    key: Callable[[int], Key],
+    root_text: Callable[[Mount], str],
+    dev_text: Callable[[Mount], str],
+) -> TreeShape:
+    table = list(mounts)
+    ids = {m.mount_id for m in table}
+    shapes: dict[Key, MountShape] = {}
+    groups: dict[int, set[Key]] = {}
+    slaves_of: dict[int, set[Key]] = {}
+    unbindable = set()
+    for m in table:
+        k = key(m.mount_id)
+        parent = key(m.parent_id) if m.parent_id in ids and m.parent_id != m.mount_id else None
+        shapes[k] = MountShape(parent, m.mountpoint, root_text(m), dev_text(m))
+        if m.shared is not None:
+            groups.setdefault(m.shared, set()).add(k)
+        if m.master is not None:
+            slaves_of.setdefault(m.master, set()).add(k)
+        if m.unbindable:
+            unbindable.add(k)
+    return TreeShape(
+        mounts=shapes,
+        peer_groups=frozenset(frozenset(g) for g in groups.values()),
+        slaves=frozenset((frozenset(groups.get(g, ())), frozenset(s)) for g, s in slaves_of.items()),
+        unbindable=frozenset(unbindable),
+    )
+
+
+def dump_shape(mounts: Iterable[Mount]) -> TreeShape:
+    return shape_of(mounts, lambda i: i, lambda m: sb_path(m.root), lambda m: m.dev)
+
+
+# --- the dump as a tree --------------------------------------------------------------------
+
+
+class DumpTree:
+    """Parents, children and visible-path resolution over a dump's mounts (modern kernel rules)."""
+
+    def __init__(self, mounts: list[Mount]) -> None:
+        self.by_id: dict[int, Mount] = {}
+        for m in mounts:
+            if m.mount_id in self.by_id:
+                raise ReplicaError(f"mount id {m.mount_id} appears twice in the dump (lines {self.by_id[m.mount_id].line_no} and {m.line_no})")
+            self.by_id[m.mount_id] = m
+        roots = [m for m in mounts if m.parent_id not in self.by_id or m.parent_id == m.mount_id]
+        if len(roots) != 1:
+            raise ReplicaError(
+                f"the replica needs exactly one root mount (one whose parent is not in the table); "
+                f"this dump has {len(roots)}: {[m.mount_id for m in roots]}"
+            )
+        self.root = roots[0]
+        if self.root.mountpoint != "/":
+            raise ReplicaError(f"root mount {self.root.mount_id} is on {self.root.mountpoint}, not on /")
+        self.children: dict[int, list[Mount]] = {}
+        self.at: dict[tuple[int, str], Mount] = {}
+        for m in mounts:
+            if m is self.root:
+                continue
+            parent = self.by_id[m.parent_id]
+            if under(m.mountpoint, parent.mountpoint) is None:
+                raise ReplicaError(
+                    f"mount {m.mount_id} on {m.mountpoint} is not under its parent {parent.mount_id}'s mountpoint {parent.mountpoint}"
+                )
+            other = self.at.get((parent.mount_id, m.mountpoint))
+            if other is not None:
+                raise ReplicaError(
+                    f"mounts {other.mount_id} and {m.mount_id} are siblings on the same mountpoint {m.mountpoint} "
+                    f"(parent {parent.mount_id}): a legacy shadow mount from an old kernel; a modern kernel stacks "
+                    f"mounts as parent and child, so this tree cannot be built here"
+                )
+            self.at[(parent.mount_id, m.mountpoint)] = m
+            self.children.setdefault(parent.mount_id, []).append(m)
+        self.order = self._parents_first()
+
+    def _parents_first(self) -> list[Mount]:
+        order, todo = [], [self.root]
+        while todo:
+            m = todo.pop(0)
+            order.append(m)
+            todo.extend(self.children.get(m.mount_id, ()))
+        if len(order) != len(self.by_id):
+            lost = sorted(set(self.by_id) - {m.mount_id for m in order})
+            raise ReplicaError(f"mounts {lost} are not reachable from the root mount (a parent cycle)")
+        return order
+
+    def visible(self, path: str) -> Mount:
+        """The mount a walk of `path` from the root ends in (topmost at each component)."""
+        cur = self.root
+        prefix = "/"
+        for part in [""] + _parts(path):
+            if part:
+                prefix = _join(prefix, part)
+            while (nxt := self.at.get((cur.mount_id, prefix))) is not None:
+                cur = nxt
+        return cur
+
+    def inside(self, m: Mount, path: str, what: str) -> str:
+        """`path` (absolute in the namespace) as a path in m's superblock."""
+        rel = under(path, m.mountpoint)
+        if rel is None:
+            raise ReplicaError(f"{what} {path} is not under mount {m.mount_id}'s mountpoint {m.mountpoint}")
+        return _join(sb_path(m.root), rel)
+
+
+# --- what the replica holds ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetObject:
+    """A target as created: where it lives, and the inode the kernel must report for it."""
+
+    id: str
+    kind: str
+    mount: int
+    path: str
+    dev: int  # st_dev of the target's superblock
+    ino: int  # the file/dir itself; for bind the socket's parent directory
+    to: str | None = None
+    to_mount: int | None = None
+    to_ino: int | None = None
+
+
+@dataclass
+class Replica:
+    tree: DumpTree
+    dump_to_live: dict[int, int]
+    live_to_dump: dict[int, int]
+    dev_of: dict[str, int]  # dump major:minor -> st_dev of its replica superblock
+    objects: dict[str, TargetObject]
+    expected: TreeShape
+    live_dev_to_dump: dict[str, str] = field(default_factory=dict)
+
+    def key(self, live_id: int) -> Key:
+        return self.live_to_dump.get(live_id, f"live:{live_id}")
+
+    def live_table(self) -> list[Mount]:
+        return parse(kernel.own_mountinfo(), "/proc/self/mountinfo")
+
+    def snapshot(self, table: list[Mount] | None = None) -> TreeShape:
+        """The live tree (as this process sees it) in dump ids."""
+        return shape_of(
+            table if table is not None else self.live_table(),
+            self.key,
+            lambda m: m.root,
+            lambda m: self.live_dev_to_dump.get(m.dev, f"live:{m.dev}"),
+        )
+
+
+# --- building ---------------------------------------------------------------------------------
+
+
+def _object_kinds(tree: DumpTree, targets: Iterable[Target], file_mounts: Collection[int]) -> dict[str, dict[str, str]]:
+    """Per dump device: superblock path -> 'dir' | 'file' | 'absent' (a socket's own name)."""
+    need: dict[str, dict[str, str]] = {}
+
+    def want(dev: str, path: str, kind: str, why: str) -> None:
+        paths = need.setdefault(dev, {})
+        parts = _parts(path)
+        for i in range(len(parts)):
+            ancestor = "/" + "/".join(parts[:i])
+            if paths.get(ancestor, "dir") != "dir":
+                raise ReplicaError(f"{why}: {ancestor} on device {dev} must be a directory and a {paths[ancestor]}")
+            paths.setdefault(ancestor, "dir")
+        have = paths.get(path)
+        if have is not None and have != kind:
+            raise ReplicaError(f"{why}: {path} on device {dev} must be a {kind} and a {have}")
+        paths[path] = kind
+
+    for m in tree.order:
+        kind = "file" if m.mount_id in file_mounts else "dir"
+        want(m.dev, sb_path(m.root), kind, f"root of mount {m.mount_id}")
+        if m is not tree.root:
+            parent = tree.by_id[m.parent_id]
+            want(parent.dev, tree.inside(parent, m.mountpoint, "mountpoint"), kind, f"mountpoint of mount {m.mount_id}")
+    for t in targets:
+        m = tree.by_id.get(t.mount)
+        if m is None:
+            raise ReplicaError(f"target {t.id} names mount {t.mount}, which the dump does not have")
+        _check_clean(t.path, f"target {t.id}")
+        inner = tree.inside(m, t.path, f"target {t.id}")
+        if t.kind in ("open", "mmap"):
+            want(m.dev, inner, "file", f"target {t.id}")
+        elif t.kind in ("chdir", "mount-source"):
+            want(m.dev, inner, "dir", f"target {t.id}")
+        elif t.kind == "bind":
+            want(m.dev, inner, "absent", f"target {t.id}")
+        else:
+            raise ReplicaError(f"target {t.id} has unknown kind {t.kind!r}")
+        if t.kind == "mount-source":
+            if t.to is None:
+                raise ReplicaError(f"target {t.id} (mount-source) has no 'to'")
+            _check_clean(t.to, f"target {t.id}'s to")
+            dest = tree.visible(t.to)
+            want(dest.dev, tree.inside(dest, t.to, f"target {t.id}'s to"), "dir", f"target {t.id}'s to")
+    return need
+
+
+def _check_clean(path: str, what: str) -> None:
+    if not path.startswith("/") or any(p in (".", "..") for p in path.split("/")):
+        raise ReplicaError(f"{what}: {path!r} must be absolute without '.' or '..' components")
+
+
+def _populate(sb_fd: int, paths: dict[str, str]) -> None:
+    for path, kind in sorted(paths.items(), key=lambda kv: (len(_parts(kv[0])), kv[0])):
+        rel = _rel(path)
+        if rel == "." or kind == "absent":
+            continue
+        if kind == "dir":
+            os.mkdir(rel, 0o755, dir_fd=sb_fd)
+        else:
+            fd = os.open(rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=sb_fd)
+            try:
+                os.write(fd, f"overmount replica object {path}\n".encode())
+            finally:
+                os.close(fd)
+
+
+def _set_group(anchor_fd: int, member_fd: int) -> None:
+    kernel.move_mount(
+        anchor_fd,
+        "",
+        member_fd,
+        "",
+        kernel.MOVE_MOUNT_F_EMPTY_PATH | kernel.MOVE_MOUNT_T_EMPTY_PATH | kernel.MOVE_MOUNT_SET_GROUP,
+    )
+
+
+def _propagation_of(fd: int, flag: int) -> None:
+    kernel.mount_setattr(fd, "", kernel.AT_EMPTY_PATH, propagation=flag)
+
+
+def _group_order(tree: DumpTree) -> tuple[list[int], dict[int, int | None], dict[int, str]]:
+    """Peer groups masters first, each group's master group, each group's device."""
+    master_of: dict[int, int | None] = {}
+    dev_of: dict[int, str] = {}
+    for m in tree.order:
+        for g in (m.shared, m.master):
+            if g is None:
+                continue
+            if dev_of.setdefault(g, m.dev) != m.dev:
+                raise ReplicaError(
+                    f"peer group {g} spans devices {dev_of[g]} and {m.dev} (mount {m.mount_id}); "
+                    "peers and their slaves share one superblock"
+                )
+        if m.shared is not None:
+            have = master_of.setdefault(m.shared, m.master)
+            if have != m.master:
+                raise ReplicaError(f"peers of group {m.shared} disagree on their master ({have} and {m.master})")
+        if m.master is not None:
+            master_of.setdefault(m.master, None)
+    order: list[int] = []
+    state: dict[int, str] = {}
+
+    def visit(g: int) -> None:
+        if state.get(g) == "done":
+            return
+        if state.get(g) == "visiting":
+            raise ReplicaError(f"peer group {g} is its own master (a propagation cycle)")
+        state[g] = "visiting"
+        up = master_of[g]
+        if up is not None:
+            visit(up)
+        state[g] = "done"
+        order.append(g)
+
+    for g in sorted(master_of):
+        visit(g)
+    return order, master_of, dev_of
+
+
+def build_replica(
+    mounts: list[Mount],
+    targets: Iterable[Target] = (),
+    scratch_dir: str | None = None,
+    file_mounts: Collection[int] = frozenset(),
+) -> Replica:
+    """Build the dump inside this (already private, throwaway) mount namespace and chroot into it.
+
+    scratch_dir is any existing directory; a private tmpfs is mounted over it in
+    this namespace only (default: the temp directory).
+    """
+    targets = list(targets)
+    tree = DumpTree(mounts)
+    need = _object_kinds(tree, targets, set(file_mounts))
+    groups, group_master, group_dev = _group_order(tree)
+
+    scratch_dir = scratch_dir or tempfile.gettempdir()
+    fds: list[int] = []
+
+    def keep(fd: int) -> int:
+        fds.append(fd)
+        return fd
+
+    try:
+        scratch = keep(kernel.new_tmpfs({"mode": "0700"}))
+        os.mkdir("root", 0o755, dir_fd=scratch)
+        os.mkdir("anchors", 0o700, dir_fd=scratch)
+        kernel.attach(scratch, kernel.AT_FDCWD, scratch_dir)
+
+        sb: dict[str, int] = {}
+        dev_of: dict[str, int] = {}
+        for m in tree.order:
+            if m.dev not in sb:
+                sb[m.dev] = keep(kernel.new_tmpfs())
+                dev_of[m.dev] = kernel.statx_mount_id(sb[m.dev])[1]
+                _populate(sb[m.dev], need.get(m.dev, {}))
+
+        objects = _target_objects(tree, targets, sb, dev_of)
+
+        # Attach parents first; a parent's mountpoint fds are opened before any of its
+        # children is attached, so each child sits on the parent's own dentry even when a
+        # sibling later covers that path (the seed case: 123 under 128).
+        live_fd: dict[int, int] = {}
+        root = tree.root
+        live_fd[root.mount_id] = keep(kernel.open_tree(sb[root.dev], _rel(sb_path(root.root)), _CLONE))
+        root_dir = keep(os.open("root", _O_PATH_DIR, dir_fd=scratch))
+        kernel.attach(live_fd[root.mount_id], root_dir)
+        for parent in tree.order:
+            kids = tree.children.get(parent.mount_id, [])
+            spots: list[int] = []
+            for kid in kids:
+                rel = under(kid.mountpoint, parent.mountpoint) or ""
+                if rel:
+                    spots.append(keep(kernel.openat2(live_fd[parent.mount_id], rel, os.O_PATH | os.O_NOFOLLOW, _NO_CROSSING)))
+                else:
+                    spots.append(live_fd[parent.mount_id])  # stacked on the parent's root
+            for kid, spot in zip(kids, spots):
+                live_fd[kid.mount_id] = keep(kernel.open_tree(sb[kid.dev], _rel(sb_path(kid.root)), _CLONE))
+                kernel.attach(live_fd[kid.mount_id], spot)
+
+        dump_to_live = {mid: kernel.statx_mount_id(fd)[0] for mid, fd in live_fd.items()}
+
+        # Propagation, on the finished private tree.
+        anchors: dict[int, int] = {}
+        anchors_dir = keep(os.open("anchors", _O_PATH_DIR, dir_fd=scratch))
+        for g in groups:
+            os.mkdir(str(g), 0o700, dir_fd=anchors_dir)
+            spot = keep(os.open(str(g), _O_PATH_DIR, dir_fd=anchors_dir))
+            anchor = anchors[g] = keep(kernel.open_tree(sb[group_dev[g]], ".", _CLONE))
+            kernel.attach(anchor, spot)
+            up = group_master[g]
+            if up is not None:
+                _set_group(anchors[up], anchor)
+                _propagation_of(anchor, kernel.MS_SLAVE)
+            _propagation_of(anchor, kernel.MS_SHARED)
+        for m in tree.order:
+            fd = live_fd[m.mount_id]
+            if m.shared is not None:
+                _set_group(anchors[m.shared], fd)  # a slave anchor passes its master on too
+            elif m.master is not None:
+                _set_group(anchors[m.master], fd)
+                _propagation_of(fd, kernel.MS_SLAVE)
+            if m.unbindable:
+                _propagation_of(fd, kernel.MS_UNBINDABLE)
+        with_members = {m.shared for m in tree.order if m.shared is not None}
+        for g in reversed(groups):
+            if g in with_members:
+                # Unmounting one peer leaves the group, and the slaves it held, with the others.
+                kernel.umount2(_join(_join(scratch_dir, "anchors"), str(g)), kernel.UMOUNT_NOFOLLOW)
+
+        # Leave for the replica: /proc stays readable through an fd, sock_diag is opened
+        # now (pyroute2 imports lazily and the chroot hides the modules).
+        kernel.pin_proc()
+        kernel.warm_unix_socket_diag()
+        os.fchdir(live_fd[root.mount_id])
+        os.chroot(".")
+        os.chdir("/")
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+    live_dev_to_dump = {f"{os.major(d)}:{os.minor(d)}": dev for dev, d in dev_of.items()}
+    replica = Replica(
+        tree=tree,
+        dump_to_live=dump_to_live,
+        live_to_dump={v: k for k, v in dump_to_live.items()},
+        dev_of=dev_of,
+        objects=objects,
+        expected=dump_shape(tree.order),
+        live_dev_to_dump=live_dev_to_dump,
+    )
+    problems = replica.expected.diff(replica.snapshot())
+    if problems:
+        raise ReplicaError("the replica differs from the dump: " + "; ".join(problems))
+    return replica
+
+
+def _target_objects(tree: DumpTree, targets: list[Target], sb: dict[str, int], dev_of: dict[str, int]) -> dict[str, TargetObject]:
+    objects = {}
+    for t in targets:
+        m = tree.by_id[t.mount]
+        inner = tree.inside(m, t.path, f"target {t.id}")
+        looked = (inner.rsplit("/", 1)[0] or "/") if t.kind == "bind" else inner
+        ino = os.stat(_rel(looked), dir_fd=sb[m.dev], follow_symlinks=False).st_ino
+        to_mount = to_ino = None
+        if t.kind == "mount-source" and t.to is not None:
+            dest = tree.visible(t.to)
+            to_mount = dest.mount_id
+            to_ino = os.stat(_rel(tree.inside(dest, t.to, "to")), dir_fd=sb[dest.dev], follow_symlinks=False).st_ino
+        objects[t.id] = TargetObject(t.id, t.kind, t.mount, t.path, dev_of[m.dev], ino, t.to, to_mount, to_ino)
+    return objects

@@ -1,0 +1,110 @@
+"""check must accept a right plan and reject each way a plan can be wrong."""
+
+import pytest
+
+from planner.check import check_plan
+from planner.plan import make_plan
+from planner.steps import Step, step_from_json
+from tests.helpers import SEED, targets_of, tree_of
+
+TREE = tree_of(*SEED)
+TARGETS = targets_of(("bind", 123, "/sys/fs/cgroup/cgmanager/sock"), ("open", 122, "/sys/fs/cgroup/notes"))
+YARD = "/.overmount-yard"
+
+
+def good() -> list[Step]:
+    return [
+        Step("yard-create", path=YARD),
+        Step("move-aside", mount=128, src="/sys/fs/cgroup", to=YARD + "/0"),
+        Step("bind", mount=123, path="/sys/fs/cgroup/cgmanager/sock", target="t1"),
+        Step("open", mount=122, path="/sys/fs/cgroup/notes", target="t2"),
+        Step("move-back", mount=128, src=YARD + "/0", to="/sys/fs/cgroup"),
+        Step("yard-remove", path=YARD),
+    ]
+
+
+def test_a_hand_written_plan_passes() -> None:
+    assert check_plan(TREE, TARGETS, good()) == []
+
+
+def test_the_planner_writes_the_same_plan() -> None:
+    plan = make_plan(TREE, TARGETS)
+    assert [s.as_json() | {"why": ""} for s in plan.steps] == [s.as_json() | {"why": ""} for s in good()]
+    assert (plan.moves, plan.lower_bound, plan.naive_moves) == (1, 1, 2)
+
+
+def test_op_while_still_hidden() -> None:
+    steps = good()
+    steps.insert(1, steps.pop(2))  # bind before the move
+    problems = check_plan(TREE, TARGETS, steps)
+    assert problems == ["step 1 (bind t1): /sys/fs/cgroup/cgmanager/sock leads into mount 129, not mount 123: still hidden"]
+
+
+def test_missing_move_back() -> None:
+    steps = [s for s in good() if s.op != "move-back"]
+    problems = check_plan(TREE, TARGETS, steps)
+    assert problems == ["step 4 (yard-remove /.overmount-yard): yard /.overmount-yard still holds mount 128"]
+
+
+def test_missing_move_back_and_yard_kept() -> None:
+    steps = [s for s in good() if s.op not in ("move-back", "yard-remove")]
+    problems = check_plan(TREE, TARGETS, steps)
+    assert "tree not restored: mount 128 on mount 122 at / became mount 128 on yard" in problems[0]
+    assert problems[-1] == "yard left mounted: /.overmount-yard"
+
+
+def test_source_path_naming_another_mount() -> None:
+    steps = good()
+    steps[1] = Step("move-aside", mount=122, src="/sys/fs/cgroup", to=YARD + "/0")
+    assert check_plan(TREE, TARGETS, steps) == ["step 1 (move-aside 122): source /sys/fs/cgroup names mount 128, not mount 122"]
+
+
+def test_wrong_order_of_a_stack() -> None:
+    # Moving 123's path before 128 names 129, the mount on top there.
+    steps = good()
+    steps[1] = Step("move-aside", mount=123, src="/sys/fs/cgroup/cgmanager", to=YARD + "/0")
+    assert check_plan(TREE, TARGETS, steps)[0].startswith("step 1 (move-aside 123): source /sys/fs/cgroup/cgmanager names mount 129")
+
+
+def test_move_back_to_the_wrong_place() -> None:
+    steps = good()
+    steps[4] = Step("move-back", mount=128, src=YARD + "/0", to="/sys")
+    problems = check_plan(TREE, TARGETS, steps)
+    assert problems == ["tree not restored: mount 128 on mount 122 at / became mount 128 on mount 107 at /"]
+
+
+def test_missing_target() -> None:
+    steps = [s for s in good() if s.target != "t2"]
+    assert check_plan(TREE, TARGETS, steps) == ["targets never reached: t2"]
+
+
+def test_step_that_does_not_match_its_target() -> None:
+    steps = good()
+    steps[3] = Step("open", mount=122, path="/sys/fs/cgroup/other", target="t2")
+    assert "does not match target t2" in check_plan(TREE, TARGETS, steps)[0]
+
+
+def test_move_under_a_shared_parent_is_refused_like_the_kernel() -> None:
+    tree = tree_of("1 0 8:1 / / rw - ext4 /dev/vda rw", "2 1 0:40 / /a rw shared:5 - tmpfs a rw", "3 2 0:41 / /a/b rw - tmpfs b rw")
+    steps = [Step("yard-create", path=YARD), Step("move-aside", mount=3, src="/a/b", to=YARD + "/0")]
+    assert check_plan(tree, [], steps) == ["step 1 (move-aside 3): the kernel refuses (EINVAL): mount 3's parent mount 2 is shared"]
+
+
+def test_dotdot_in_a_plan_path_is_refused() -> None:
+    steps = good()
+    steps[1] = Step("move-aside", mount=128, src="/sys/fs/../fs/cgroup", to=YARD + "/0")
+    assert "must be absolute with no '.', '..'" in check_plan(TREE, TARGETS, steps)[0]
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"op": "move-aside", "mount": 1, "from": "/a"}, "move-aside needs 'to'"),
+        ({"op": "teleport"}, "unknown op 'teleport'"),
+        ({"op": "open", "target": "t1", "mount": "1", "path": "/a"}, "'mount' must be an integer"),
+        ([], "a step must be a JSON object"),
+    ],
+)
+def test_malformed_steps(raw: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        step_from_json(raw)

@@ -1,0 +1,134 @@
+"""The mountinfo parser against real tables, the kernel's escapes, and bad lines others test with."""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from planner import mountinfo
+from planner.errors import MountinfoError
+from tests.conftest import SAMPLES
+
+REAL = sorted(glob.glob(os.path.join(SAMPLES, "real", "*.txt")))
+
+
+def read(path: str) -> str:
+    # Bytes, not text mode: a raw '\r' inside a mount point must not end a line.
+    with open(path, "rb") as handle:
+        return handle.read().decode("utf-8")
+
+
+@pytest.mark.parametrize("path", REAL, ids=os.path.basename)
+def test_real_tables_round_trip(path: str) -> None:
+    text = read(path)
+    mounts = mountinfo.parse(text, path)
+    assert len(mounts) == text.count("\n")
+    assert mountinfo.render(mounts) == text
+
+
+def test_every_field_of_a_line() -> None:
+    line = "36 35 98:0 /mnt\\0401 /mnt/a\\011b rw,noatime master:1 shared:7 unbindable - ext3 /dev/ro\\134ot rw,errors=continue"
+    m = mountinfo.parse_line(line)
+    assert (m.mount_id, m.parent_id, m.major, m.minor) == (36, 35, 98, 0)
+    assert m.root == "/mnt 1"
+    assert m.mountpoint == "/mnt/a\tb"
+    assert m.options == "rw,noatime"
+    assert m.optional == ("master:1", "shared:7", "unbindable")
+    assert (m.shared, m.master, m.unbindable) == (7, 1, True)
+    assert (m.fstype, m.source, m.super_options) == ("ext3", "/dev/ro\\ot", "rw,errors=continue")
+    assert mountinfo.render_line(m) == line
+
+
+def test_newline_escape_and_propagate_from() -> None:
+    m = mountinfo.parse_line("5 1 0:3 / /a\\012b rw propagate_from:4 master:9 - tmpfs t rw")
+    assert m.mountpoint == "/a\nb"
+    assert (m.propagate_from, m.master, m.shared) == (4, 9, None)
+
+
+def test_deleted_mountpoint() -> None:
+    m = mountinfo.parse_line("5 1 0:3 /x /gone\\040(deleted) rw - tmpfs t rw")
+    assert m.deleted and m.mountpoint == "/gone"
+    assert mountinfo.render_line(m).split(" ")[4] == "/gone\\040(deleted)"
+
+
+def test_many_optional_fields() -> None:
+    tags = " ".join(f"x{i}:{i}" for i in range(50))
+    m = mountinfo.parse_line(f"5 1 0:3 / /a rw shared:2 {tags} - tmpfs t rw")
+    assert len(m.optional) == 51 and m.shared == 2
+
+
+def test_raw_carriage_return_is_part_of_the_path() -> None:
+    mounts = mountinfo.parse(read(os.path.join(SAMPLES, "real", "01-util-linux-fedora-autofs-stacked.txt")))
+    assert mounts[-1].mountpoint == "/mnt/test/foo\rbar"
+
+
+@pytest.mark.parametrize(
+    "name, expected_lines",
+    [("07-moby-sys-invalid-lines.txt", [1, 2, 3, 4]), ("11-k8s-mount-utils-bad-devno-lines.txt", [1, 2, 3, 4, 5])],
+)
+def test_lines_others_refuse_are_refused_with_their_line(name: str, expected_lines: list[int]) -> None:
+    path = os.path.join(SAMPLES, "bad-lines", name)
+    refused = []
+    for number, line in enumerate(read(path).split("\n"), 1):
+        if not line:
+            continue
+        with pytest.raises(MountinfoError) as caught:
+            mountinfo.parse_line(line, path, number)
+        assert str(caught.value).startswith(f"{path}:{number}: ")
+        refused.append(number)
+    assert refused == expected_lines
+
+
+def test_tricky_valid_lines_parse() -> None:
+    lines = [l for l in read(os.path.join(SAMPLES, "bad-lines", "08-moby-sys-tricky-valid-lines.txt")).split("\n") if l]
+    parsed = [mountinfo.parse_line(l) for l in lines]
+    assert parsed[1].super_options == "rw,unc=buggy but we cope"
+    assert parsed[3].optional == ("shared:123", "extra:tag", "what:ever", "key:value")
+    assert parsed[4].source == "" and parsed[4].super_options == "rw"
+
+
+def test_empty_source_parses() -> None:
+    mounts = mountinfo.parse(read(os.path.join(SAMPLES, "bad-lines", "20-util-linux-empty-source.txt")))
+    assert mounts[-1].source == "" and mounts[-1].shared == 212
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ("1 0 8:1 / /a\\x rw - ext4 /dev/sda rw", "bad escape"),
+        ("1 0 8:1 / /a\\04 rw - ext4 /dev/sda rw", "bad escape"),
+        ("x 0 8:1 / / rw - ext4 /dev/sda rw", "mount id is not a number"),
+        ("1 0 8:1 / relative rw - ext4 /dev/sda rw", "not an absolute path"),
+        ("1 0 8:1 / / rw  - ext4 /dev/sda rw", "empty optional field"),
+        ("1 0 8:1 / /\0 rw - ext4 /dev/sda rw", "NUL"),
+        ("1 0 8:1 / / rw -  x rw", "empty filesystem type"),
+    ],
+)
+def test_malformed_lines(line: str, reason: str) -> None:
+    with pytest.raises(MountinfoError, match=reason):
+        mountinfo.parse_line(line, "f", 7)
+
+
+@pytest.mark.skipif(shutil.which("findmnt") is None, reason="util-linux findmnt is not installed")
+@pytest.mark.parametrize("path", REAL, ids=os.path.basename)
+def test_findmnt_reads_the_same_fields(path: str) -> None:
+    columns = "ID,PARENT,MAJ:MIN,FSROOT,TARGET,SOURCE,FSTYPE,VFS-OPTIONS,FS-OPTIONS,OPT-FIELDS"
+    out = subprocess.run(["findmnt", "--tab-file", path, "-J", "-l", "--nofsroot", "-o", columns], capture_output=True, check=True)
+    theirs = {fs["id"]: fs for fs in json.loads(out.stdout)["filesystems"]}
+    ours = mountinfo.parse(read(path), path)
+    assert sorted(theirs) == sorted(m.mount_id for m in ours)
+    for m in ours:
+        fs = theirs[m.mount_id]
+        assert (fs["parent"] or 0) == m.parent_id  # findmnt prints a parent id 0 as null
+        assert fs["maj:min"] == m.dev
+        assert fs["fsroot"] == m.root
+        assert fs["target"] == m.mountpoint + (" (deleted)" if m.deleted else "")
+        if m.source != "/dev/root":  # libmount swaps /dev/root for this machine's own root device
+            assert (fs["source"] or "") == m.source
+        assert fs["fstype"] == m.fstype
+        assert fs["vfs-options"] == m.options
+        assert (fs["opt-fields"] or "") == " ".join(m.optional)
+        assert fs["fs-options"] == m.super_options

@@ -1,0 +1,110 @@
+"""The planner: order, batching, splits, propagation brackets and refusals."""
+
+import pytest
+
+from planner.check import check_plan
+from planner.errors import PlanRefused
+from planner.plan import make_plan
+from tests.helpers import SEED, targets_of, tree_of
+
+ROOT = "1 0 8:1 / / rw - ext4 /dev/vda rw"
+
+
+def ops(plan) -> list[tuple]:
+    return [(s.op, s.mount, s.src or s.path, s.to) for s in plan.steps]
+
+
+def test_unhidden_target_gets_its_op_and_no_moves() -> None:
+    tree = tree_of(*SEED)
+    plan = make_plan(tree, targets_of(("open", 71, "/etc/hosts")))
+    assert ops(plan) == [("open", 71, "/etc/hosts", None)]
+    assert (plan.moves, plan.lower_bound, plan.naive_moves) == (0, 0, 0)
+
+
+def test_stack_leaves_top_down_and_returns_bottom_up() -> None:
+    tree = tree_of(ROOT, "2 1 0:40 / /a rw - tmpfs a rw", "3 2 0:41 / /a rw - tmpfs b rw", "4 3 0:42 / /a rw - tmpfs c rw",
+                   "5 1 0:43 / /a rw - tmpfs d rw")
+    # 5 is a legacy shadow sibling of 2 on /, listed later: on top of 2's whole stack.
+    plan = make_plan(tree, targets_of(("open", 2, "/a/f")))
+    assert [(op, m) for op, m, *_ in ops(plan) if op.startswith("move")] == [
+        ("move-aside", 5), ("move-aside", 4), ("move-aside", 3), ("move-back", 3), ("move-back", 4), ("move-back", 5)]
+    assert plan.moves == plan.lower_bound == 3
+
+
+def test_covers_nearer_the_root_go_first() -> None:
+    tree = tree_of(ROOT, "2 1 0:40 / /a rw - tmpfs a rw", "3 2 0:41 / /a/b/c rw - tmpfs c rw",
+                   "4 2 0:42 / /a/b rw - tmpfs b2 rw", "5 1 0:43 / /a rw - tmpfs top rw")
+    plan = make_plan(tree, targets_of(("open", 3, "/a/b/c/f")))
+    moves = [(m, path) for op, m, path, _ in ops(plan) if op == "move-aside"]
+    assert moves == [(5, "/a"), (4, "/a/b")]
+
+
+def test_shared_covers_leave_once_for_many_targets() -> None:
+    tree = tree_of(*SEED)
+    targets = targets_of(*[("open", 123, f"/sys/fs/cgroup/cgmanager/f{i}") for i in range(20)])
+    plan = make_plan(tree, targets)
+    assert (plan.moves, plan.lower_bound, plan.naive_moves) == (1, 1, 20)
+
+
+def test_a_target_inside_a_moved_subtree_gets_its_own_bracket() -> None:
+    # t1 in 2 needs cover 3 moved; t2 lives in 4, a child of 3, and needs 5 moved.
+    tree = tree_of(ROOT, "2 1 0:40 / /a rw - tmpfs a rw", "3 1 0:41 / /a rw - tmpfs c rw",
+                   "4 3 0:42 / /a/d rw - tmpfs d rw", "5 4 0:43 / /a/d rw - tmpfs e rw")
+    targets = targets_of(("open", 2, "/a/f"), ("open", 4, "/a/d/g"))
+    plan = make_plan(tree, targets)
+    assert check_plan(tree, targets, list(plan.steps)) == []
+    assert plan.moves == plan.lower_bound == 2
+    first_op = next(i for i, s in enumerate(plan.steps) if s.target)
+    # t2 runs while 3 is in place; 5 goes back or stays out, but 3 moves only after t2.
+    order = [s.target or f"{s.op}:{s.mount}" for s in plan.steps]
+    assert order.index("t2") < order.index("move-aside:3") < order.index("t1")
+    assert first_op > 0
+
+
+def test_a_cover_whose_parent_is_shared_is_bracketed_by_a_keeper() -> None:
+    tree = tree_of(ROOT, "2 1 0:40 / /a rw shared:5 - tmpfs a rw", "3 2 0:41 / /a/b rw - tmpfs b rw",
+                   "6 1 0:40 / /peer rw shared:5 - tmpfs a rw")
+    targets = targets_of(("open", 2, "/a/b/f"))
+    plan = make_plan(tree, targets)
+    assert [s.op for s in plan.steps] == [
+        "yard-create", "keeper-bind", "make-private", "move-aside", "open", "move-back", "rejoin-group", "keeper-remove", "yard-remove"]
+    assert ops(plan)[1] == ("keeper-bind", 2, "/a", "/.overmount-yard/0")
+    assert ops(plan)[6] == ("rejoin-group", 2, "/.overmount-yard/0", "/a")
+    assert check_plan(tree, targets, list(plan.steps)) == []
+
+
+def test_shared_parent_on_an_old_kernel_is_refused() -> None:
+    tree = tree_of(ROOT, "2 1 0:40 / /a rw shared:5 - tmpfs a rw", "3 2 0:41 / /a/b rw - tmpfs b rw")
+    with pytest.raises(PlanRefused, match=r"parent 2 is shared; .*MOVE_MOUNT_SET_GROUP \(Linux 5.15\+\), planning for 5.10"):
+        make_plan(tree, targets_of(("open", 2, "/a/b/f")), kernel=(5, 10))
+
+
+def test_shared_parent_that_no_path_names_is_refused() -> None:
+    tree = tree_of(ROOT, "2 1 0:40 / /a rw shared:5 - tmpfs a rw", "3 2 0:41 / /a rw - tmpfs b rw")
+    with pytest.raises(PlanRefused, match="parent 2 is shared, and no path names it"):
+        make_plan(tree, targets_of(("open", 2, "/a/f")))
+
+
+def test_slave_parent_needs_no_keeper() -> None:
+    tree = tree_of(ROOT, "2 1 0:40 / /a rw master:5 - tmpfs a rw", "3 2 0:41 / /a/b rw - tmpfs b rw")
+    plan = make_plan(tree, targets_of(("open", 2, "/a/b/f")))
+    assert "keeper-bind" not in [s.op for s in plan.steps]
+
+
+def test_yard_under_a_shared_mount_is_refused() -> None:
+    tree = tree_of("1 0 8:1 / / rw shared:1 - ext4 /dev/vda rw", "2 1 0:40 / /a rw - tmpfs a rw", "3 2 0:41 / /a rw - tmpfs b rw")
+    with pytest.raises(PlanRefused, match="shared: copies would propagate"):
+        make_plan(tree, targets_of(("open", 2, "/a/f")))
+    plan = make_plan(tree, targets_of(("open", 2, "/a/f")), yard="/a/yard")
+    assert plan.moves == 1
+
+
+def test_deleted_mountpoint_is_refused() -> None:
+    tree = tree_of(ROOT, "2 1 0:40 / /gone\\040(deleted) rw - tmpfs a rw")
+    with pytest.raises(PlanRefused, match="deleted"):
+        make_plan(tree, targets_of(("open", 2, "/gone/f")))
+
+
+def test_custom_yard_is_used() -> None:
+    plan = make_plan(tree_of(*SEED), targets_of(("open", 123, "/sys/fs/cgroup/cgmanager/f")), yard="/run/yard")
+    assert plan.steps[0].path == "/run/yard" and plan.steps[1].to == "/run/yard/0"
