@@ -90,16 +90,16 @@ def movers_for(tree: MountTree, covers: tuple[Cover, ...]) -> tuple[int, ...]:
 
 def validate_target(tree: MountTree, target: Target) -> None:
     if target.kind not in KINDS:
-        raise TargetError(tree.source, target.line_no, f"target {target.id}: unknown kind {target.kind!r} (one of {', '.join(KINDS)})")
+        raise TargetError(target.origin or tree.source, target.line_no, f"target {target.id}: unknown kind {target.kind!r} (one of {', '.join(KINDS)})")
     if target.mount not in tree.by_id:
-        raise TargetError(tree.source, target.line_no, f"target {target.id}: mount {target.mount} is not in the mount table")
+        raise TargetError(target.origin or tree.source, target.line_no, f"target {target.id}: mount {target.mount} is not in the mount table")
     if not is_clean(target.path):
-        raise TargetError(tree.source, target.line_no, f"target {target.id}: path {target.path!r} must be absolute with no '.', '..' or empty parts")
+        raise TargetError(target.origin or tree.source, target.line_no, f"target {target.id}: path {target.path!r} must be absolute with no '.', '..' or empty parts")
     mountpoint = tree.by_id[target.mount].mountpoint
     if not is_under(target.path, mountpoint):
-        raise TargetError(tree.source, target.line_no, f"target {target.id}: path {target.path} is not under mount {target.mount}'s mountpoint {mountpoint}")
+        raise TargetError(target.origin or tree.source, target.line_no, f"target {target.id}: path {target.path} is not under mount {target.mount}'s mountpoint {mountpoint}")
     if target.kind == "mount-source" and (target.to is None or not is_clean(target.to)):
-        raise TargetError(tree.source, target.line_no, f"target {target.id}: mount-source needs an absolute clean 'to' path")
+        raise TargetError(target.origin or tree.source, target.line_no, f"target {target.id}: mount-source needs an absolute clean 'to' path")
 
 
 def analyze(tree: MountTree, targets: list[Target] | tuple[Target, ...] = ()) -> Analysis:
@@ -113,7 +113,7 @@ def analyze(tree: MountTree, targets: list[Target] | tuple[Target, ...] = ()) ->
     findings = []
     for target in targets:
         if target.id in seen:
-            raise TargetError(tree.source, target.line_no, f"target id {target.id} appears twice")
+            raise TargetError(target.origin or tree.source, target.line_no, f"target id {target.id} appears twice")
         seen.add(target.id)
         validate_target(tree, target)
         mount = tree.by_id[target.mount]

@@ -144,7 +144,7 @@ def parse_target_option(option: str, index: int) -> Target:
         path = head
         kind, _, to_text = tail.partition("=")
         to = to_text or None
-    return Target(f"t{index + 1}", kind, int(mount_text), path, to)
+    return Target(f"t{index}", kind, int(mount_text), path, to, origin=where)
 
 
 def load(path: str, target_options: tuple[str, ...] | list[str] = ()) -> Dump:
@@ -180,11 +180,11 @@ def load(path: str, target_options: tuple[str, ...] | list[str] = ()) -> Dump:
     if target_options:
         taken = {t.id for t in dump.targets}
         extra = []
-        for index, option in enumerate(target_options):
-            target = parse_target_option(option, index)
-            while target.id in taken:
-                target = Target(target.id + "'", target.kind, target.mount, target.path, target.to)
-            taken.add(target.id)
-            extra.append(target)
+        number = len(dump.targets)
+        for option in target_options:
+            number += 1
+            while f"t{number}" in taken:
+                number += 1
+            extra.append(parse_target_option(option, number))
         dump = Dump(dump.source, dump.mountinfo, dump.mounts, dump.targets + tuple(extra), dump.file_mounts, dump.title, dump.expect)
     return dump

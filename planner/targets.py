@@ -21,6 +21,7 @@ class Target:
     path: str
     to: str | None = None
     line_no: int | None = field(default=None, compare=False)  # where the dump names it, for errors
+    origin: str | None = field(default=None, compare=False)  # a --target option, when it came from one
 
     def as_json(self) -> dict[str, object]:
         out: dict[str, object] = {"id": self.id, "kind": self.kind, "mount": self.mount, "path": self.path}

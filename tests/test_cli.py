@@ -1,0 +1,95 @@
+"""The command line end to end: outputs, exit statuses, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+
+from tests.conftest import REPO
+
+SEED = os.path.join(REPO, "scenarios", "01-seed-lxd-cgroup.toml")
+
+
+def overmount(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "planner", *args], input=stdin, capture_output=True, cwd=REPO)
+
+
+def test_analyze_marks_123_hidden_under_128() -> None:
+    out = overmount("analyze", SEED)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.decode()
+    line_123 = next(l for l in text.splitlines() if "/sys/fs/cgroup/cgmanager " in l and " 123 " in l)
+    assert line_123.endswith("HIDDEN, covered by 128")
+    assert "* target t1 bind /sys/fs/cgroup/cgmanager/sock  [HIDDEN, covered by 128]" in text
+
+
+def test_analyze_json_contract() -> None:
+    out = overmount("analyze", SEED, "--json")
+    data = json.loads(out.stdout)
+    assert data["hidden_mounts"] == [107, 109, 122, 123]
+    by_id = {t["id"]: t for t in data["targets"]}
+    assert (by_id["t1"]["hidden"], by_id["t1"]["covered_by"]) == (True, [128])
+    assert (by_id["t4"]["hidden"], by_id["t4"]["covered_by"]) == (False, [])
+
+
+def test_bare_mountinfo_from_stdin_with_target_options() -> None:
+    with open(SEED, "rb") as handle:
+        text = tomllib.load(handle)["mountinfo"]
+    out = overmount("analyze", "-", "--json", "--target", "123:/sys/fs/cgroup/cgmanager/sock:bind", stdin=text.encode())
+    assert out.returncode == 0, out.stderr
+    target = json.loads(out.stdout)["targets"][0]
+    assert target == {"id": "t1", "kind": "bind", "mount": 123, "path": "/sys/fs/cgroup/cgmanager/sock",
+                      "hidden": True, "covered_by": [128], "must_move": [128]}
+
+
+def test_plan_json_then_check(tmp_path) -> None:
+    plan_file = tmp_path / "plan.json"
+    assert overmount("plan", SEED, "--format", "json", "-o", str(plan_file)).returncode == 0
+    plan = json.loads(plan_file.read_text())
+    assert plan["format"] == "overmount-plan/1"
+    assert [s["op"] for s in plan["steps"]][:2] == ["yard-create", "move-aside"]
+    assert (plan["moves"], plan["lower_bound"], plan["naive_moves"]) == (1, 1, 3)
+    out = overmount("check", SEED, str(plan_file))
+    assert (out.returncode, out.stdout.decode()) == (0, "ok: 8 steps, 1 moves, 4 targets reached, tree restored\n")
+
+
+def test_check_rejects_an_edited_plan_with_exit_1(tmp_path) -> None:
+    plan = json.loads(overmount("plan", SEED, "--format", "json").stdout)
+    plan["steps"] = [s for s in plan["steps"] if s["op"] != "move-back"]
+    (tmp_path / "bad.json").write_text(json.dumps(plan))
+    out = overmount("check", SEED, str(tmp_path / "bad.json"))
+    assert out.returncode == 1
+    assert out.stderr.decode() == "overmount: step 6 (yard-remove /.overmount-yard): yard /.overmount-yard still holds mount 128\n"
+
+
+def test_shell_rendering_uses_util_linux() -> None:
+    text = overmount("plan", SEED, "--format", "shell").stdout.decode()
+    assert "mkdir -p /.overmount-yard/0 && mount --move /sys/fs/cgroup /.overmount-yard/0  # mount 128" in text
+    assert "mount --move /.overmount-yard/0 /sys/fs/cgroup  # mount 128" in text
+    assert "# no command: the restoring process does bind(/sys/fs/cgroup/cgmanager/sock) now" in text
+
+
+def test_refused_plan_exits_1() -> None:
+    out = overmount("plan", os.path.join(REPO, "scenarios", "16-shared-parent-with-peer.toml"), "--kernel", "5.4")
+    assert out.returncode == 1
+    assert "MOVE_MOUNT_SET_GROUP (Linux 5.15+), planning for 5.4" in out.stderr.decode()
+    assert out.stdout == b""
+
+
+def test_unknown_mount_in_target_option_is_exit_2() -> None:
+    out = overmount("analyze", SEED, "--target", "999:/x")
+    assert out.returncode == 2
+    assert out.stderr.decode() == "overmount: --target 999:/x: target t5: mount 999 is not in the mount table\n"
+
+
+def test_path_outside_its_mount_is_exit_2() -> None:
+    out = overmount("plan", SEED, "--target", "123:/etc/passwd")
+    assert out.returncode == 2
+    assert "path /etc/passwd is not under mount 123's mountpoint /sys/fs/cgroup/cgmanager" in out.stderr.decode()
+
+
+def test_missing_file_and_usage_errors_are_exit_2() -> None:
+    assert overmount("analyze", "/nonexistent").returncode == 2
+    assert overmount("plan").returncode == 2
+    assert overmount("plan", SEED, "--kernel", "six").returncode == 2
