@@ -36,9 +36,11 @@ What the result holds (overmount-dump/1 plus two extra fields):
   (``*flags = MS_STRICTATIME``); uid=/gid= options are already mapped into the
   dumped user namespace.
 - ``targets``: ``open`` for each regular file or directory an fd holds
-  (``fdN``, the lowest fd of the ones sharing one open file), ``chdir`` for the cwd (``cwd``), ``mmap`` per mapped file
-  (``map-<file id>``), ``bind`` per unix socket bound to a path
-  (``sk-<file id>``). Tasks other than the root one get ``@PID`` appended.
+  (``fdN``, the lowest of the fds sharing one open file), ``chdir`` for the cwd
+  (``cwd``), ``mmap`` per mapped file (``map-<file id>``), ``bind`` per unix
+  socket bound to a path (``sk-<file id>``; connected stream sockets, which
+  CRIU does not re-bind, and abstract names are left out). Tasks other than
+  the root one get ``@PID`` appended to ``fdN`` and ``cwd``.
 - ``skipped``: ``{"id", "kind", "path", "mount", "reason"}`` for objects that
   cannot be targets (no mount id, a mount outside the table, external files, ...).
 - ``notes``: what the conversion could not carry, one string each.
@@ -149,8 +151,19 @@ _VMA_NOT_REG = (
 )
 
 # crit's pretty names for unix_sk_entry type/state (lib/pycriu/images/pb2dict.py sk_maps).
-_SK_TYPES = {"STREAM": 1, "DGRAM": 2, "RAW": 3, "SEQPACKET": 5}
-_SK_STATES = {"ESTABLISHED": 1, "LISTEN": 10, "CLOSE": 7}
+_SK_TYPES = {"STREAM": 1, "DGRAM": 2, "RAW": 3, "SEQPACKET": 5, "PACKET": 10}
+_SK_STATES = {
+    "ESTABLISHED": 1,
+    "SYN_SENT": 2,
+    "SYN_RECV": 3,
+    "FIN_WAIT1": 4,
+    "FIN_WAIT2": 5,
+    "TIME_WAIT": 6,
+    "CLOSE": 7,
+    "CLOSE_WAIT": 8,
+    "LAST_ACK": 9,
+    "LISTEN": 10,
+}
 SOCK_STREAM, SOCK_SEQPACKET = 1, 5
 TCP_ESTABLISHED = 1
 
@@ -293,7 +306,11 @@ def _dev(image: _Image, index: int, entry: dict[str, Any]) -> tuple[int, int]:
 
 
 def _flag_bits(image: _Image, index: int, value: Any, names: dict[str, int], what: str) -> int:
-    """A flags field: an int, or crit's 'A | B | 0x40' rendering."""
+    """A flags field: an int, or crit's 'A | B | 0x40' rendering.
+
+    Names this module does not know (a newer crit's) are ignored: only the bits
+    named in `names` are ever tested.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if not isinstance(value, str):
@@ -306,19 +323,20 @@ def _flag_bits(image: _Image, index: int, value: Any, names: dict[str, int], wha
         if part in names:
             bits |= names[part]
             continue
-        try:
+        if re.fullmatch(r"0[xX][0-9a-fA-F]+|\d+", part):
             bits |= int(part, 0)
-        except ValueError:
-            raise image.fail(index, f"{what}: unknown flag {part!r}") from None
+        elif not re.fullmatch(r"[A-Z][A-Z0-9_]*", part):
+            raise image.fail(index, f"{what}: not a flag name: {part!r}")
     return bits
 
 
 def _enum(image: _Image, index: int, value: Any, names: dict[str, int], what: str) -> int:
+    """crit prints known enum values by name and others as numbers; -1 for a name not known here."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value in names:
-        return names[value]
-    raise image.fail(index, f"unknown {what} {value!r}")
+    if isinstance(value, str):
+        return names.get(value, -1)
+    raise image.fail(index, f"{what} is neither a name nor a number: {value!r}")
 
 
 def unix_name(encoded: str) -> bytes:

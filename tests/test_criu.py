@@ -390,3 +390,14 @@ def test_fd_of_a_socket_missing_from_files(tmp_path: Path) -> None:
 
 def test_errors_are_input_errors() -> None:
     assert issubclass(DumpError, InputError) and DumpError("f", 1, "r").exit_status == 2
+
+
+def test_newer_crit_names_are_tolerated(tmp_path: Path) -> None:
+    files = [reg(3, "/srv/lib.so", 10), usk(4, b"/srv/d/conn\0", state="SYN_SENT"), usk(5, b"/srv/d/q\0", state="SOME_NEW_STATE")]
+    vma = {"start": "0x1000", "end": "0x2000", "pgoff": 0, "shmid": 3, "fd": -1}
+    mm = image("MM", [{"vmas": [{**vma, "status": "VMA_AREA_REGULAR | VMA_FILE_PRIVATE | VMA_AREA_SOMETHING_NEW | 0x40000000"}]}])
+    dump = dump_from_crit(write_set(tmp_path, BASE, files, mm=mm))
+    assert [t["id"] for t in dump["targets"]] == ["map-3", "sk-4", "sk-5"]
+    bad = image("MM", [{"vmas": [{**vma, "status": "VMA_FILE_PRIVATE | what is this"}]}])
+    with pytest.raises(DumpError, match="not a flag name"):
+        dump_from_crit(write_set(tmp_path, BASE, files, mm=bad))
