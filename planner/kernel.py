@@ -99,7 +99,13 @@ PROPAGATION_FLAGS = MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.syscall.restype = ctypes.c_long
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 
@@ -121,10 +127,15 @@ def _syscall(nr: int, *args: object) -> int:
 
 
 def _fd_label(dfd: int, path: str | bytes) -> str:
+    """How an error names dfd + path: the fd's own path when /proc tells it (error paths only)."""
     text = os.fsdecode(path)
     if dfd == AT_FDCWD:
         return repr(text)
-    return f"fd {dfd}" + (f" + {text!r}" if text else "")
+    try:
+        where = readlink_proc(f"self/fd/{dfd}")
+    except OSError:
+        where = f"fd {dfd}"
+    return where + (f" + {text!r}" if text else "")
 
 
 # --- plain calls ---------------------------------------------------------------------
@@ -135,7 +146,13 @@ def unshare(flags: int) -> None:
         raise _fail("unshare", hex(flags))
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+def mount(
+    source: str | None,
+    target: str,
+    fstype: str | None,
+    flags: int,
+    data: str | None = None,
+) -> None:
     if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
         raise _fail("mount", f"{source!r} on {target!r} (flags {flags:#x})")
 
@@ -176,7 +193,10 @@ def move_mount(from_dfd: int, from_path: str, to_dfd: int, to_path: str, flags: 
         ctypes.c_uint(flags),
     )
     if ret < 0:
-        raise _fail("move_mount", f"{_fd_label(from_dfd, from_path)} to {_fd_label(to_dfd, to_path)}")
+        raise _fail(
+            "move_mount",
+            f"{_fd_label(from_dfd, from_path)} to {_fd_label(to_dfd, to_path)}",
+        )
 
 
 def attach(mount_fd: int, to_dfd: int, to_path: str = "") -> None:
@@ -193,13 +213,25 @@ def fsopen(fsname: str, flags: int = FSOPEN_CLOEXEC) -> int:
 
 
 def fsconfig(fs_fd: int, cmd: int, key: str | None = None, value: str | None = None, aux: int = 0) -> None:
-    ret = _syscall(SYS_FSCONFIG, ctypes.c_int(fs_fd), ctypes.c_uint(cmd), _b(key), _b(value), ctypes.c_int(aux))
+    ret = _syscall(
+        SYS_FSCONFIG,
+        ctypes.c_int(fs_fd),
+        ctypes.c_uint(cmd),
+        _b(key),
+        _b(value),
+        ctypes.c_int(aux),
+    )
     if ret < 0:
         raise _fail("fsconfig", f"fd {fs_fd} cmd {cmd} {key!r}")
 
 
 def fsmount(fs_fd: int, flags: int = FSMOUNT_CLOEXEC, attr_flags: int = 0) -> int:
-    fd = _syscall(SYS_FSMOUNT, ctypes.c_int(fs_fd), ctypes.c_uint(flags), ctypes.c_uint(attr_flags))
+    fd = _syscall(
+        SYS_FSMOUNT,
+        ctypes.c_int(fs_fd),
+        ctypes.c_uint(flags),
+        ctypes.c_uint(attr_flags),
+    )
     if fd < 0:
         raise _fail("fsmount", f"fd {fs_fd}")
     return fd
@@ -226,7 +258,14 @@ class _MountAttr(ctypes.Structure):
     ]
 
 
-def mount_setattr(dfd: int, path: str, flags: int, attr_set: int = 0, attr_clr: int = 0, propagation: int = 0) -> None:
+def mount_setattr(
+    dfd: int,
+    path: str,
+    flags: int,
+    attr_set: int = 0,
+    attr_clr: int = 0,
+    propagation: int = 0,
+) -> None:
     attr = _MountAttr(attr_set, attr_clr, propagation, 0)
     ret = _syscall(
         SYS_MOUNT_SETATTR,
@@ -244,12 +283,22 @@ def mount_setattr(dfd: int, path: str, flags: int, attr_set: int = 0, attr_clr: 
 
 
 class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+    _fields_ = [
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    ]
 
 
 def openat2(dirfd: int, path: str, flags: int, resolve: int = 0, mode: int = 0) -> int:
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    fd = _syscall(SYS_OPENAT2, ctypes.c_int(dirfd), _b(path), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    fd = _syscall(
+        SYS_OPENAT2,
+        ctypes.c_int(dirfd),
+        _b(path),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
     if fd < 0:
         raise _fail("openat2", _fd_label(dirfd, path))
     return fd
@@ -264,9 +313,20 @@ def statx_mount_id(where: str | int, dirfd: int = AT_FDCWD, follow: bool = False
     if isinstance(where, int):
         dfd, path, flags = where, b"", AT_EMPTY_PATH
     else:
-        dfd, path, flags = dirfd, os.fsencode(where), 0 if follow else AT_SYMLINK_NOFOLLOW
+        dfd, path, flags = (
+            dirfd,
+            os.fsencode(where),
+            0 if follow else AT_SYMLINK_NOFOLLOW,
+        )
     flags |= AT_NO_AUTOMOUNT
-    ret = _syscall(SYS_STATX, ctypes.c_int(dfd), path, ctypes.c_int(flags), ctypes.c_uint(STATX_INO | STATX_MNT_ID), buf)
+    ret = _syscall(
+        SYS_STATX,
+        ctypes.c_int(dfd),
+        path,
+        ctypes.c_int(flags),
+        ctypes.c_uint(STATX_INO | STATX_MNT_ID),
+        buf,
+    )
     if ret < 0:
         raise _fail("statx", _fd_label(dfd, path))
     (mask,) = struct.unpack_from("I", buf.raw, 0)
@@ -274,7 +334,10 @@ def statx_mount_id(where: str | int, dirfd: int = AT_FDCWD, follow: bool = False
     dev_major, dev_minor = struct.unpack_from("II", buf.raw, 136)
     (mnt_id,) = struct.unpack_from("Q", buf.raw, 144)
     if not mask & STATX_MNT_ID:
-        raise OSError(errno_mod.ENOSYS, f"statx {_fd_label(dfd, path)}: kernel gave no STATX_MNT_ID")
+        raise OSError(
+            errno_mod.ENOSYS,
+            f"statx {_fd_label(dfd, path)}: kernel gave no STATX_MNT_ID",
+        )
     return int(mnt_id), os.makedev(dev_major, dev_minor), int(ino)
 
 
@@ -340,7 +403,7 @@ def warm_unix_socket_diag() -> None:
     """Open the sock_diag netlink socket now (pyroute2 imports lazily; later a chroot hides its modules)."""
     global _diag
     if _diag is None:
-        from pyroute2 import DiagSocket
+        from pyroute2 import DiagSocket  # type: ignore[import-untyped]
 
         diag = DiagSocket()
         diag.bind()
@@ -348,10 +411,15 @@ def warm_unix_socket_diag() -> None:
         unix_socket_diag(())
 
 
-def unix_socket_diag(inodes: Iterable[int]) -> dict[int, tuple[str | None, int | None, int | None]]:
+def unix_socket_diag(
+    inodes: Iterable[int],
+) -> dict[int, tuple[str | None, int | None, int | None]]:
     """{socket inode: (bound name, st_dev of the socket file, its inode)} for the unix sockets asked."""
     warm_unix_socket_diag()
-    from pyroute2.netlink.diag import UDIAG_SHOW_NAME, UDIAG_SHOW_VFS
+    from pyroute2.netlink.diag import (  # type: ignore[import-untyped]
+        UDIAG_SHOW_NAME,
+        UDIAG_SHOW_VFS,
+    )
 
     wanted = set(inodes)
     out: dict[int, tuple[str | None, int | None, int | None]] = {}
@@ -364,7 +432,11 @@ def unix_socket_diag(inodes: Iterable[int]) -> dict[int, tuple[str | None, int |
         if vfs is None:
             out[ino] = (name, None, None)
         else:
-            out[ino] = (name, kernel_dev_to_user(vfs["udiag_vfs_dev"]), vfs["udiag_vfs_ino"])
+            out[ino] = (
+                name,
+                kernel_dev_to_user(vfs["udiag_vfs_dev"]),
+                vfs["udiag_vfs_ino"],
+            )
     return out
 
 
@@ -381,7 +453,10 @@ class NamespaceChildError(KernelError):
         super().__init__(f"in the namespace child: {type_name}: {message}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (NamespaceChildError, (self.type_name, self.message, self.child_traceback))
+        return (
+            NamespaceChildError,
+            (self.type_name, self.message, self.child_traceback),
+        )
 
 
 def _write_file(path: str, text: str) -> None:
@@ -422,22 +497,27 @@ def _send(fd: int, payload: bytes) -> None:
 
 
 def _child(fn: Callable[..., Any], args: tuple[Any, ...], user_ns: bool | None, wfd: int) -> None:
+    tb = ""
     try:
         enter_private_namespace(user_ns)
         result: tuple[str, Any] = ("ok", fn(*args))
-    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-        result = ("raise", exc)
+    except BaseException as caught:  # noqa: BLE001 - everything goes back to the parent
+        result = ("raise", caught)
         tb = traceback.format_exc()
     try:
         payload = pickle.dumps(result)
         pickle.loads(payload)
     except Exception:  # noqa: BLE001 - unpicklable result or exception
         if result[0] == "ok":
-            exc = TypeError(f"the namespace function returned an unpicklable {type(result[1]).__name__}")
-            tb = ""
+            name = type(result[1]).__name__
+            failure = NamespaceChildError(
+                "TypeError",
+                f"the namespace function returned an unpicklable {name}",
+                "",
+            )
         else:
-            exc = result[1]
-        payload = pickle.dumps(("raise", NamespaceChildError(type(exc).__name__, str(exc), tb)))
+            failure = NamespaceChildError(type(result[1]).__name__, str(result[1]), tb)
+        payload = pickle.dumps(("raise", failure))
     _send(wfd, payload)
 
 

@@ -42,7 +42,9 @@ Key = int | str  # a dump mount id, or "live:N" for a mount the dump does not ha
 
 _O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _CLONE = kernel.OPEN_TREE_CLONE | kernel.OPEN_TREE_CLOEXEC
-_NO_CROSSING = kernel.RESOLVE_NO_XDEV | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS | kernel.RESOLVE_BENEATH
+_NO_CROSSING = (
+    kernel.RESOLVE_NO_XDEV | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS | kernel.RESOLVE_BENEATH
+)
 
 
 class ReplicaError(PlannerError):
@@ -136,12 +138,18 @@ class TreeShape:
     def as_json(self) -> dict[str, object]:
         return {
             "mounts": {
-                str(k): {"parent": v.parent, "mountpoint": v.mountpoint, "root": v.root, "dev": v.dev}
+                str(k): {
+                    "parent": v.parent,
+                    "mountpoint": v.mountpoint,
+                    "root": v.root,
+                    "dev": v.dev,
+                }
                 for k, v in sorted(self.mounts.items(), key=lambda kv: str(kv[0]))
             },
             "peer_groups": sorted(sorted(g, key=str) for g in self.peer_groups),
             "slaves": sorted(
-                ({"master": sorted(m, key=str), "slaves": sorted(s, key=str)} for m, s in self.slaves), key=str
+                ({"master": sorted(m, key=str), "slaves": sorted(s, key=str)} for m, s in self.slaves),
+                key=str,
             ),
             "unbindable": sorted(self.unbindable, key=str),
         }
@@ -208,7 +216,9 @@ class DumpTree:
         self.by_id: dict[int, Mount] = {}
         for m in mounts:
             if m.mount_id in self.by_id:
-                raise ReplicaError(f"mount id {m.mount_id} appears twice in the dump (lines {self.by_id[m.mount_id].line_no} and {m.line_no})")
+                raise ReplicaError(
+                    f"mount id {m.mount_id} appears twice in the dump (lines {self.by_id[m.mount_id].line_no} and {m.line_no})"
+                )
             self.by_id[m.mount_id] = m
         roots = [m for m in mounts if m.parent_id not in self.by_id or m.parent_id == m.mount_id]
         if len(roots) != 1:
@@ -297,6 +307,9 @@ class Replica:
     objects: dict[str, TargetObject]
     expected: TreeShape
     live_dev_to_dump: dict[str, str] = field(default_factory=dict)
+    # O_PATH fds on every replica mount's root, by dump id: the executor's own handles,
+    # used only to name a mount its path cannot name (one stacked under another).
+    handles: dict[int, int] = field(default_factory=dict)
 
     def key(self, live_id: int) -> Key:
         return self.live_to_dump.get(live_id, f"live:{live_id}")
@@ -315,6 +328,40 @@ class Replica:
 
 
 # --- building ---------------------------------------------------------------------------------
+
+
+def file_mounts_of(tree: DumpTree, targets: Iterable[Target], declared: Collection[int]) -> set[int]:
+    """Mounts whose root is a file: the declared ones, plus what the dump itself implies.
+
+    A file target (open, mmap) at a mount's own mountpoint makes that mount, or a
+    child of its mount mounted right there, a file mount; a mount stacked on a file
+    mount, or carrying one stacked on it, is one too.
+    """
+    files = {m for m in declared if m in tree.by_id}
+    for t in targets:
+        home = tree.by_id.get(t.mount)
+        if t.kind not in ("open", "mmap") or home is None:
+            continue
+        if t.path == home.mountpoint and home is not tree.root:
+            files.add(home.mount_id)
+        child = tree.at.get((home.mount_id, t.path))
+        if child is not None and child.mountpoint != home.mountpoint:
+            files.add(child.mount_id)
+    grown = True
+    while grown:
+        grown = False
+        for m in tree.order:
+            if m is tree.root or m.mount_id in files:
+                continue
+            parent = tree.by_id[m.parent_id]
+            on_file = parent.mount_id in files and parent.mountpoint == m.mountpoint
+            under_file = any(
+                c.mount_id in files and c.mountpoint == m.mountpoint for c in tree.children.get(m.mount_id, ())
+            )
+            if on_file or under_file:
+                files.add(m.mount_id)
+                grown = True
+    return files
 
 
 def _object_kinds(tree: DumpTree, targets: Iterable[Target], file_mounts: Collection[int]) -> dict[str, dict[str, str]]:
@@ -339,19 +386,24 @@ def _object_kinds(tree: DumpTree, targets: Iterable[Target], file_mounts: Collec
         want(m.dev, sb_path(m.root), kind, f"root of mount {m.mount_id}")
         if m is not tree.root:
             parent = tree.by_id[m.parent_id]
-            want(parent.dev, tree.inside(parent, m.mountpoint, "mountpoint"), kind, f"mountpoint of mount {m.mount_id}")
+            want(
+                parent.dev,
+                tree.inside(parent, m.mountpoint, "mountpoint"),
+                kind,
+                f"mountpoint of mount {m.mount_id}",
+            )
     for t in targets:
-        m = tree.by_id.get(t.mount)
-        if m is None:
+        home = tree.by_id.get(t.mount)
+        if home is None:
             raise ReplicaError(f"target {t.id} names mount {t.mount}, which the dump does not have")
         _check_clean(t.path, f"target {t.id}")
-        inner = tree.inside(m, t.path, f"target {t.id}")
+        inner = tree.inside(home, t.path, f"target {t.id}")
         if t.kind in ("open", "mmap"):
-            want(m.dev, inner, "file", f"target {t.id}")
+            want(home.dev, inner, "file", f"target {t.id}")
         elif t.kind in ("chdir", "mount-source"):
-            want(m.dev, inner, "dir", f"target {t.id}")
+            want(home.dev, inner, "dir", f"target {t.id}")
         elif t.kind == "bind":
-            want(m.dev, inner, "absent", f"target {t.id}")
+            want(home.dev, inner, "absent", f"target {t.id}")
         else:
             raise ReplicaError(f"target {t.id} has unknown kind {t.kind!r}")
         if t.kind == "mount-source":
@@ -359,7 +411,12 @@ def _object_kinds(tree: DumpTree, targets: Iterable[Target], file_mounts: Collec
                 raise ReplicaError(f"target {t.id} (mount-source) has no 'to'")
             _check_clean(t.to, f"target {t.id}'s to")
             dest = tree.visible(t.to)
-            want(dest.dev, tree.inside(dest, t.to, f"target {t.id}'s to"), "dir", f"target {t.id}'s to")
+            want(
+                dest.dev,
+                tree.inside(dest, t.to, f"target {t.id}'s to"),
+                "dir",
+                f"target {t.id}'s to",
+            )
     return need
 
 
@@ -376,7 +433,12 @@ def _populate(sb_fd: int, paths: dict[str, str]) -> None:
         if kind == "dir":
             os.mkdir(rel, 0o755, dir_fd=sb_fd)
         else:
-            fd = os.open(rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=sb_fd)
+            fd = os.open(
+                rel,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                0o644,
+                dir_fd=sb_fd,
+            )
             try:
                 os.write(fd, f"overmount replica object {path}\n".encode())
             finally:
@@ -397,7 +459,9 @@ def _propagation_of(fd: int, flag: int) -> None:
     kernel.mount_setattr(fd, "", kernel.AT_EMPTY_PATH, propagation=flag)
 
 
-def _group_order(tree: DumpTree) -> tuple[list[int], dict[int, int | None], dict[int, str]]:
+def _group_order(
+    tree: DumpTree,
+) -> tuple[list[int], dict[int, int | None], dict[int, str]]:
     """Peer groups masters first, each group's master group, each group's device."""
     master_of: dict[int, int | None] = {}
     dev_of: dict[int, str] = {}
@@ -449,11 +513,12 @@ def build_replica(
     """
     targets = list(targets)
     tree = DumpTree(mounts)
-    need = _object_kinds(tree, targets, set(file_mounts))
+    need = _object_kinds(tree, targets, file_mounts_of(tree, targets, file_mounts))
     groups, group_master, group_dev = _group_order(tree)
 
     scratch_dir = scratch_dir or tempfile.gettempdir()
     fds: list[int] = []
+    live_fd: dict[int, int] = {}
 
     def keep(fd: int) -> int:
         fds.append(fd)
@@ -478,7 +543,6 @@ def build_replica(
         # Attach parents first; a parent's mountpoint fds are opened before any of its
         # children is attached, so each child sits on the parent's own dentry even when a
         # sibling later covers that path (the seed case: 123 under 128).
-        live_fd: dict[int, int] = {}
         root = tree.root
         live_fd[root.mount_id] = keep(kernel.open_tree(sb[root.dev], _rel(sb_path(root.root)), _CLONE))
         root_dir = keep(os.open("root", _O_PATH_DIR, dir_fd=scratch))
@@ -489,7 +553,16 @@ def build_replica(
             for kid in kids:
                 rel = under(kid.mountpoint, parent.mountpoint) or ""
                 if rel:
-                    spots.append(keep(kernel.openat2(live_fd[parent.mount_id], rel, os.O_PATH | os.O_NOFOLLOW, _NO_CROSSING)))
+                    spots.append(
+                        keep(
+                            kernel.openat2(
+                                live_fd[parent.mount_id],
+                                rel,
+                                os.O_PATH | os.O_NOFOLLOW,
+                                _NO_CROSSING,
+                            )
+                        )
+                    )
                 else:
                     spots.append(live_fd[parent.mount_id])  # stacked on the parent's root
             for kid, spot in zip(kids, spots):
@@ -524,6 +597,9 @@ def build_replica(
         for g in reversed(groups):
             if g in with_members:
                 # Unmounting one peer leaves the group, and the slaves it held, with the others.
+                # Its fd goes first: an open fd makes the mount busy.
+                fds.remove(anchors[g])
+                os.close(anchors[g])
                 kernel.umount2(_join(_join(scratch_dir, "anchors"), str(g)), kernel.UMOUNT_NOFOLLOW)
 
         # Leave for the replica: /proc stays readable through an fd, sock_diag is opened
@@ -534,8 +610,10 @@ def build_replica(
         os.chroot(".")
         os.chdir("/")
     finally:
+        handles = set(live_fd.values())
         for fd in fds:
-            os.close(fd)
+            if fd not in handles:
+                os.close(fd)
 
     live_dev_to_dump = {f"{os.major(d)}:{os.minor(d)}": dev for dev, d in dev_of.items()}
     replica = Replica(
@@ -546,6 +624,7 @@ def build_replica(
         objects=objects,
         expected=dump_shape(tree.order),
         live_dev_to_dump=live_dev_to_dump,
+        handles=live_fd,
     )
     problems = replica.expected.diff(replica.snapshot())
     if problems:
@@ -553,7 +632,9 @@ def build_replica(
     return replica
 
 
-def _target_objects(tree: DumpTree, targets: list[Target], sb: dict[str, int], dev_of: dict[str, int]) -> dict[str, TargetObject]:
+def _target_objects(
+    tree: DumpTree, targets: list[Target], sb: dict[str, int], dev_of: dict[str, int]
+) -> dict[str, TargetObject]:
     objects = {}
     for t in targets:
         m = tree.by_id[t.mount]
@@ -564,6 +645,10 @@ def _target_objects(tree: DumpTree, targets: list[Target], sb: dict[str, int], d
         if t.kind == "mount-source" and t.to is not None:
             dest = tree.visible(t.to)
             to_mount = dest.mount_id
-            to_ino = os.stat(_rel(tree.inside(dest, t.to, "to")), dir_fd=sb[dest.dev], follow_symlinks=False).st_ino
+            to_ino = os.stat(
+                _rel(tree.inside(dest, t.to, "to")),
+                dir_fd=sb[dest.dev],
+                follow_symlinks=False,
+            ).st_ino
         objects[t.id] = TargetObject(t.id, t.kind, t.mount, t.path, dev_of[m.dev], ino, t.to, to_mount, to_ino)
     return objects

@@ -1,0 +1,797 @@
+"""Run a plan for real against a replica of the dump, verify every target, roll back on failure.
+
+Everything happens in a forked child with its own mount namespace
+(kernel.run_in_namespace): the caller's mounts are never touched.
+
+Paths in steps are resolved from the replica's root with openat2
+RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS; '.' and '..'
+components are refused. A path names the topmost mount there, and each step
+that names a mount checks that the kernel agrees (live mount id mapped back to
+the dump's). Targets are checked with the kernel's own answers: fdinfo mnt_id,
+statx STATX_MNT_ID, sock_diag, /proc/self/maps and map_files, mountinfo.
+
+Report (a plain dict, see `execute`):
+  ok, steps_run, failed_step {index, op, errno, errno_name, reason, step} | None,
+  rolled_back, unrestored [{mount, should_be_at, now_at, errno, reason}],
+  targets [{id, kind, expected_mount, got_mount, inode_ok, ok, step, detail}],
+  tree_identical, tree_diff [str], yard_empty, created_mounts [{target, to, root}].
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as errno_mod
+import mmap
+import os
+import socket
+import stat
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from planner import kernel
+from planner.mountinfo import Mount
+from planner.replica import (
+    Replica,
+    TargetObject,
+    TreeShape,
+    build_replica,
+    sb_path,
+    under,
+)
+from planner.targets import Target
+
+_RESOLVE = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS
+_MOVE = kernel.MOVE_MOUNT_F_EMPTY_PATH | kernel.MOVE_MOUNT_T_EMPTY_PATH
+_SUN_PATH_MAX = 107  # sizeof(sun_path) - 1 for the NUL
+
+
+class Mismatch(Exception):
+    """A step ran but the kernel's answer is not what the plan promised."""
+
+
+@dataclass
+class _Aside:
+    mount: int
+    origin: str
+    slot: str
+    fd: int  # O_PATH on the moved mount's root: it names the mount wherever it sits
+
+
+@dataclass
+class _Journal:
+    """What has been done that the tree must not keep, newest last."""
+
+    entries: list[tuple[str, Any]] = field(default_factory=list)
+
+    def push(self, kind: str, item: Any) -> None:
+        self.entries.append((kind, item))
+
+    def pop(self, kind: str, match: Callable[[Any], bool]) -> Any | None:
+        for i in range(len(self.entries) - 1, -1, -1):
+            k, item = self.entries[i]
+            if k == kind and match(item):
+                del self.entries[i]
+                return item
+        return None
+
+
+def _clean(path: object, what: str) -> str:
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise Mismatch(f"{what} {path!r} is not an absolute path")
+    if any(p in (".", "..") for p in path.split("/")):
+        raise Mismatch(f"{what} {path!r} has a '.' or '..' component (refused: paths must not climb)")
+    return path
+
+
+def _split(path: str) -> tuple[str, str]:
+    head, _, name = path.rstrip("/").rpartition("/")
+    return head or "/", name
+
+
+class Executor:
+    """Runs steps against a built replica, in this process (already inside the namespace)."""
+
+    def __init__(self, replica: Replica, targets: Iterable[Target]) -> None:
+        self.replica = replica
+        self.targets = {t.id: t for t in targets}
+        self.root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.journal = _Journal()
+        self.results: dict[str, dict[str, object]] = {}
+        self.keepers: dict[int, tuple[int, str, int]] = {}  # parent dump id -> (keeper live id, path, fd)
+        self.yards: dict[str, int] = {}  # path -> live id of the yard tmpfs
+        self.created: dict[int, dict[str, object]] = {}  # live id -> mount made by a mount-source step
+        self.kept: list[object] = []  # fds, sockets and maps the targets hold open
+        self.yard_paths: list[str] = []
+
+    # --- resolution -------------------------------------------------------------------
+
+    def resolve(self, path: str, flags: int = os.O_PATH) -> int:
+        rel = _clean(path, "path").lstrip("/") or "."
+        return kernel.openat2(self.root_fd, rel, flags | os.O_NOFOLLOW, _RESOLVE)
+
+    def key_of_fd(self, fd: int) -> int | str:
+        return self.replica.key(kernel.statx_mount_id(fd)[0])
+
+    def named(self, mount: int, path: str, allow_stacked: bool) -> int:
+        """An fd on mount `mount`'s root, which `path` must name.
+
+        allow_stacked: the mount may sit under a stack of mounts on the same
+        mountpoint (the path then reaches the top of the stack); the executor uses
+        its own handle on it. Only for steps that do not move the mount.
+        """
+        fd = self.resolve(path)
+        got = self.key_of_fd(fd)
+        if got == mount:
+            return fd
+        os.close(fd)
+        if allow_stacked and self._stacked_under(mount, got):
+            return os.dup(self.replica.handles[mount])
+        raise Mismatch(f"{path} names mount {got}, the step says {mount}")
+
+    def _stacked_under(self, lower: int, top: int | str) -> bool:
+        table = {m.mount_id: m for m in self.replica.live_table()}
+        live_lower = self.replica.dump_to_live.get(lower)
+        cur = table.get(self.replica.dump_to_live[top]) if isinstance(top, int) else None
+        while cur is not None and cur.mount_id != live_lower:
+            parent = table.get(cur.parent_id)
+            if parent is None or parent.mountpoint != cur.mountpoint:
+                return False
+            cur = parent
+        return cur is not None
+
+    def make_dir(self, path: str, directory: bool = True) -> bool:
+        """mkdir (or create an empty file) where `path` resolves; False when it already existed."""
+        head, name = _split(path)
+        parent = self.resolve(head, os.O_PATH | os.O_DIRECTORY)
+        try:
+            if directory:
+                os.mkdir(name, 0o700, dir_fd=parent)
+            else:
+                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=parent))
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.close(parent)
+
+    def remove_dir(self, path: str, directory: bool = True) -> None:
+        head, name = _split(path)
+        parent = self.resolve(head, os.O_PATH | os.O_DIRECTORY)
+        try:
+            if directory:
+                os.rmdir(name, dir_fd=parent)
+            else:
+                os.unlink(name, dir_fd=parent)
+        finally:
+            os.close(parent)
+
+    def where_is(self, live_id: int) -> str | None:
+        for m in self.replica.live_table():
+            if m.mount_id == live_id:
+                return m.mountpoint
+        return None
+
+    # --- steps ------------------------------------------------------------------------
+
+    def run_step(self, index: int, step: Mapping[str, Any]) -> None:
+        op = step.get("op")
+        action = getattr(self, "op_" + str(op).replace("-", "_"), None)
+        if action is None:
+            raise Mismatch(f"unknown op {op!r}")
+        action(index, step)
+
+    def op_yard_create(self, index: int, step: Mapping[str, Any]) -> None:
+        path = _clean(step["path"], "yard")
+        made = self.make_dir(path)
+        spot = self.resolve(path, os.O_PATH | os.O_DIRECTORY)
+        yard = kernel.new_tmpfs({"mode": "0700"})
+        try:
+            kernel.attach(yard, spot)
+            # Whatever the parent is, the yard itself never propagates moves into it.
+            kernel.mount_setattr(yard, "", kernel.AT_EMPTY_PATH, propagation=kernel.MS_PRIVATE)
+            live = kernel.statx_mount_id(yard)[0]
+        finally:
+            os.close(yard)
+            os.close(spot)
+        self.yards[path] = live
+        self.journal.push("yard", (path, live, made))
+
+    def op_yard_remove(self, index: int, step: Mapping[str, Any]) -> None:
+        path = _clean(step["path"], "yard")
+        live = self.yards.get(path)
+        fd = self.resolve(path)
+        try:
+            got = kernel.statx_mount_id(fd)[0]
+        finally:
+            os.close(fd)
+        if live is None or got != live:
+            raise Mismatch(f"{path} is mount {self.replica.key(got)}, not a yard this plan created")
+        kernel.umount2(path, kernel.UMOUNT_NOFOLLOW)
+        entry = self.journal.pop("yard", lambda item: item[0] == path)
+        del self.yards[path]
+        if entry is not None and entry[2]:
+            self.remove_dir(path)
+
+    def _move(self, fd: int, dest: str) -> None:
+        to = self.resolve(dest, os.O_PATH)
+        try:
+            kernel.move_mount(fd, "", to, "", _MOVE)
+        except OSError as exc:
+            if exc.errno == errno_mod.EINVAL:
+                raise OSError(exc.errno, f"{exc.strerror}{self._why_einval(fd)}") from exc
+            raise
+        finally:
+            os.close(to)
+
+    def _why_einval(self, fd: int) -> str:
+        """The do_move_mount (fs/namespace.c) reasons for EINVAL we can see from here."""
+        table = {m.mount_id: m for m in self.replica.live_table()}
+        mnt = table.get(kernel.statx_mount_id(fd)[0])
+        if mnt is None:
+            return ""
+        parent = table.get(mnt.parent_id)
+        if parent is not None and parent.shared is not None:
+            return (
+                f" (mount {self.replica.key(mnt.mount_id)}'s parent {self.replica.key(parent.mount_id)} is shared: "
+                "moving a mount residing under a shared mount is unsupported; keep its group with a keeper and "
+                "make it private first)"
+            )
+        return ""
+
+    def _check_top(self, mount: int, path: str) -> None:
+        fd = self.resolve(path)
+        try:
+            got = self.key_of_fd(fd)
+        finally:
+            os.close(fd)
+        if got != mount:
+            raise Mismatch(f"after the move {path} names mount {got}, not {mount}")
+
+    def op_move_aside(self, index: int, step: Mapping[str, Any]) -> None:
+        mount, src, dest = (
+            step["mount"],
+            _clean(step["from"], "from"),
+            _clean(step["to"], "to"),
+        )
+        fd = self.named(mount, src, allow_stacked=False)
+        try:
+            # A file mount (a file-on-file bind) can only sit on a file: its slot is one.
+            self.make_dir(dest, directory=stat.S_ISDIR(os.fstat(fd).st_mode))
+            self._move(fd, dest)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.journal.push("aside", _Aside(mount, src, dest, fd))
+        self._check_top(mount, dest)
+
+    def op_move_back(self, index: int, step: Mapping[str, Any]) -> None:
+        mount, src, dest = (
+            step["mount"],
+            _clean(step["from"], "from"),
+            _clean(step["to"], "to"),
+        )
+        fd = self.named(mount, src, allow_stacked=False)
+        try:
+            is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+            self._move(fd, dest)
+        finally:
+            os.close(fd)
+        aside = self.journal.pop("aside", lambda a: a.mount == mount)
+        if aside is not None:
+            os.close(aside.fd)
+            if aside.slot == src:
+                try:
+                    self.remove_dir(src, directory=is_dir)
+                except OSError:
+                    pass  # a slot left behind shows up as a yard that is not empty
+        self._check_top(mount, dest)
+
+    def op_keeper_bind(self, index: int, step: Mapping[str, Any]) -> None:
+        mount, src, dest = (
+            step["mount"],
+            _clean(step["from"], "from"),
+            _clean(step["to"], "to"),
+        )
+        parent = self.named(mount, src, allow_stacked=True)
+        try:
+            # A non-recursive clone of a shared mount joins its peer group (clone_mnt).
+            keeper = kernel.open_tree(
+                parent,
+                "",
+                kernel.OPEN_TREE_CLONE | kernel.OPEN_TREE_CLOEXEC | kernel.AT_EMPTY_PATH,
+            )
+        finally:
+            os.close(parent)
+        try:
+            self.make_dir(dest)
+            self._attach(keeper, dest)
+        except BaseException:
+            os.close(keeper)
+            raise
+        self.keepers[mount] = (kernel.statx_mount_id(keeper)[0], dest, keeper)
+        self.journal.push("keeper", mount)
+
+    def _attach(self, detached: int, dest: str) -> None:
+        to = self.resolve(dest, os.O_PATH)
+        try:
+            kernel.attach(detached, to)
+        finally:
+            os.close(to)
+
+    def op_make_private(self, index: int, step: Mapping[str, Any]) -> None:
+        mount, path = step["mount"], _clean(step["path"], "path")
+        fd = self.named(mount, path, allow_stacked=True)
+        try:
+            kernel.mount_setattr(fd, "", kernel.AT_EMPTY_PATH, propagation=kernel.MS_PRIVATE)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.journal.push("private", (mount, fd))
+
+    def _rejoin(self, mount: int, parent_fd: int) -> None:
+        keeper = self.keepers.get(mount)
+        if keeper is None:
+            raise Mismatch(f"no keeper holds mount {mount}'s peer group")
+        kernel.move_mount(keeper[2], "", parent_fd, "", _MOVE | kernel.MOVE_MOUNT_SET_GROUP)
+
+    def op_rejoin_group(self, index: int, step: Mapping[str, Any]) -> None:
+        mount, src, dest = (
+            step["mount"],
+            _clean(step["from"], "from"),
+            _clean(step["to"], "to"),
+        )
+        keeper = self.keepers.get(mount)
+        fd = self.resolve(src)
+        try:
+            got = kernel.statx_mount_id(fd)[0]
+        finally:
+            os.close(fd)
+        if keeper is None or got != keeper[0]:
+            raise Mismatch(f"{src} is mount {self.replica.key(got)}, not the keeper of mount {mount}")
+        parent = self.named(mount, dest, allow_stacked=True)
+        try:
+            self._rejoin(mount, parent)
+        finally:
+            os.close(parent)
+        done = self.journal.pop("private", lambda item: item[0] == mount)
+        if done is not None:
+            os.close(done[1])
+
+    def _remove_keeper(self, mount: int) -> None:
+        live, path, fd = self.keepers[mount]
+        os.close(fd)  # an open fd on the keeper would make it busy
+        self.keepers[mount] = (live, path, -1)
+        check = self.resolve(path)
+        try:
+            got = kernel.statx_mount_id(check)[0]
+        finally:
+            os.close(check)
+        if got != live:
+            raise Mismatch(f"{path} is mount {self.replica.key(got)}, not the keeper of mount {mount}")
+        kernel.umount2(path, kernel.UMOUNT_NOFOLLOW)
+        del self.keepers[mount]
+        try:
+            self.remove_dir(path)
+        except OSError:
+            pass
+
+    def op_keeper_remove(self, index: int, step: Mapping[str, Any]) -> None:
+        mount, path = step["mount"], _clean(step["path"], "path")
+        keeper = self.keepers.get(mount)
+        if keeper is None or keeper[1] != path:
+            raise Mismatch(f"no keeper of mount {mount} at {path}")
+        self._remove_keeper(mount)
+        self.journal.pop("keeper", lambda m: m == mount)
+
+    # --- targets -----------------------------------------------------------------------
+
+    def _object(self, step: Mapping[str, Any]) -> TargetObject:
+        obj = self.replica.objects.get(step.get("target", ""))
+        if obj is None:
+            raise Mismatch(f"step names target {step.get('target')!r}, which the dump does not have")
+        if step["op"] != obj.kind:
+            raise Mismatch(f"target {obj.id} is a {obj.kind}, the step does {step['op']}")
+        if _clean(step["path"], "path") != obj.path:
+            raise Mismatch(f"target {obj.id} is at {obj.path}, the step uses {step['path']}")
+        return obj
+
+    def _record(
+        self,
+        index: int,
+        obj: TargetObject,
+        got: int | str | None,
+        inode_ok: bool,
+        detail: str = "",
+    ) -> None:
+        ok = got == obj.mount and inode_ok
+        self.results[obj.id] = {
+            "id": obj.id,
+            "kind": obj.kind,
+            "expected_mount": obj.mount,
+            "got_mount": got,
+            "inode_ok": inode_ok,
+            "ok": ok,
+            "step": index,
+            "detail": detail,
+        }
+        if not ok:
+            why = f"target {obj.id} reached mount {got} (expected {obj.mount})"
+            raise Mismatch(why if got != obj.mount else f"target {obj.id}: inode or device differ ({detail})")
+
+    def op_open(self, index: int, step: Mapping[str, Any]) -> None:
+        obj = self._object(step)
+        fd = self.resolve(obj.path, os.O_RDONLY)
+        self.kept.append(fd)
+        st = os.fstat(fd)
+        got = self.replica.key(kernel.fdinfo_mount_id(fd))
+        self._record(
+            index,
+            obj,
+            got,
+            (st.st_ino, st.st_dev) == (obj.ino, obj.dev),
+            f"ino {st.st_ino}",
+        )
+
+    def op_chdir(self, index: int, step: Mapping[str, Any]) -> None:
+        obj = self._object(step)
+        fd = self.resolve(obj.path, os.O_PATH | os.O_DIRECTORY)
+        try:
+            os.fchdir(fd)
+        finally:
+            os.close(fd)
+        mnt, dev, ino = kernel.statx_mount_id(".")
+        self._record(
+            index,
+            obj,
+            self.replica.key(mnt),
+            (ino, dev) == (obj.ino, obj.dev),
+            f"cwd ino {ino}",
+        )
+
+    def op_bind(self, index: int, step: Mapping[str, Any]) -> None:
+        obj = self._object(step)
+        head, name = _split(obj.path)
+        parent = self.resolve(head, os.O_PATH | os.O_DIRECTORY)
+        try:
+            parent_mnt, parent_dev, parent_ino = kernel.statx_mount_id(parent)
+            if (parent_ino, parent_dev) != (obj.ino, obj.dev):
+                self._record(
+                    index,
+                    obj,
+                    self.replica.key(parent_mnt),
+                    False,
+                    f"socket directory ino {parent_ino}",
+                )
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.kept.append(sock)
+            bound = obj.path
+            if len(os.fsencode(obj.path)) <= _SUN_PATH_MAX:
+                sock.bind(obj.path)  # the name a restored process will see, resolved as it would be
+            else:
+                bound = name
+                here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.fchdir(parent)
+                    sock.bind(name)
+                finally:
+                    os.fchdir(here)
+                    os.close(here)
+            sock.listen()
+            file_mnt, file_dev, file_ino = kernel.statx_mount_id(name, dirfd=parent)
+        finally:
+            os.close(parent)
+        sock_ino = os.fstat(sock.fileno()).st_ino
+        diag = kernel.unix_socket_diag([sock_ino]).get(sock_ino)
+        if diag is None:
+            raise Mismatch(f"sock_diag does not know socket inode {sock_ino}")
+        diag_name, vfs_dev, vfs_ino = diag
+        inode_ok = (vfs_dev, vfs_ino) == (obj.dev, file_ino) and file_dev == obj.dev and diag_name == bound
+        detail = f"sock_diag name {diag_name!r} vfs ino {vfs_ino} dev {vfs_dev}; file ino {file_ino}"
+        self._record(index, obj, self.replica.key(file_mnt), inode_ok, detail)
+
+    def op_mmap(self, index: int, step: Mapping[str, Any]) -> None:
+        obj = self._object(step)
+        fd = self.resolve(obj.path, os.O_RDONLY)
+        try:
+            fd_mnt = kernel.fdinfo_mount_id(fd)
+            mapped = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)  # the mapping keeps the file; from here on only it answers
+        self.kept.append(mapped)
+        view = ctypes.c_char.from_buffer(mapped)
+        start = ctypes.addressof(view)
+        del view
+        line = next(
+            (ln for ln in kernel.read_proc("self/maps").splitlines() if int(ln.split("-", 1)[0], 16) == start),
+            None,
+        )
+        if line is None:
+            raise Mismatch(f"no /proc/self/maps line starts at {start:#x}")
+        fields = line.split()
+        major, minor = (int(x, 16) for x in fields[3].split(":"))
+        ino = int(fields[4])
+        got: int | str = self.replica.key(fd_mnt)
+        source = "fdinfo of the mapped fd"
+        try:
+            # map_files needs CAP_SYS_ADMIN in the initial user namespace; the fd's answer stands otherwise.
+            mf = kernel.proc_open(f"self/map_files/{fields[0]}", os.O_PATH)
+        except OSError:
+            pass
+        else:
+            try:
+                got, source = self.replica.key(kernel.fdinfo_mount_id(mf)), "map_files"
+            finally:
+                os.close(mf)
+        inode_ok = (ino, os.makedev(major, minor)) == (obj.ino, obj.dev)
+        self._record(
+            index,
+            obj,
+            got,
+            inode_ok,
+            f"maps ino {ino} dev {major}:{minor}; mount from {source}",
+        )
+
+    def op_mount_source(self, index: int, step: Mapping[str, Any]) -> None:
+        obj = self._object(step)
+        dest = _clean(step["to"], "to")
+        src = self.resolve(obj.path, os.O_PATH | os.O_DIRECTORY)
+        try:
+            src_mnt, src_dev, src_ino = kernel.statx_mount_id(src)
+            clone = kernel.open_tree(
+                src,
+                "",
+                kernel.OPEN_TREE_CLONE | kernel.OPEN_TREE_CLOEXEC | kernel.AT_EMPTY_PATH,
+            )
+        finally:
+            os.close(src)
+        try:
+            to = self.resolve(dest, os.O_PATH | os.O_DIRECTORY)
+            try:
+                to_mnt = kernel.statx_mount_id(to)[0]
+                kernel.attach(clone, to)
+            finally:
+                os.close(to)
+            live = kernel.statx_mount_id(clone)[0]
+        finally:
+            os.close(clone)
+        line = next((m for m in self.replica.live_table() if m.mount_id == live), None)
+        source_mount = self.replica.tree.by_id[obj.mount]
+        rel = under(obj.path, source_mount.mountpoint) or ""
+        want_root = sb_path(source_mount.root).rstrip("/") + ("/" + rel if rel else "") or "/"
+        self.created[live] = {
+            "target": obj.id,
+            "to": dest,
+            "root": line.root if line else None,
+        }
+        self.journal.push("created", (live, dest))
+        got = self.replica.key(src_mnt)
+        inode_ok = (
+            (src_ino, src_dev) == (obj.ino, obj.dev)
+            and line is not None
+            and line.root == want_root
+            and line.parent_id == to_mnt
+            and self.replica.key(to_mnt) == obj.to_mount
+        )
+        detail = f"new mount root {line.root if line else None} (want {want_root}) on mount {self.replica.key(to_mnt)}"
+        self._record(index, obj, got, inode_ok, detail)
+
+    # --- rollback -----------------------------------------------------------------------
+
+    def rollback(self) -> list[dict[str, object]]:
+        """Undo, newest first, everything the tree must not keep; what cannot be undone is listed."""
+        unrestored: list[dict[str, object]] = []
+        while self.journal.entries:
+            kind, item = self.journal.entries.pop()
+            try:
+                self._undo(kind, item)
+            except (OSError, Mismatch) as exc:
+                unrestored.append(self._unrestored(kind, item, exc))
+        return unrestored
+
+    def _undo(self, kind: str, item: Any) -> None:
+        if kind == "aside":
+            self._move(item.fd, item.origin)
+            os.close(item.fd)
+        elif kind == "private":
+            mount, fd = item
+            try:
+                self._rejoin(mount, fd)
+            finally:
+                os.close(fd)
+        elif kind == "keeper":
+            self._remove_keeper(item)
+        elif kind == "yard":
+            path, live, made = item
+            kernel.umount2(path, kernel.UMOUNT_NOFOLLOW)
+            if made:
+                self.remove_dir(path)
+        elif kind == "created":
+            live, dest = item
+            fd = self.resolve(dest)
+            try:
+                got = kernel.statx_mount_id(fd)[0]
+            finally:
+                os.close(fd)
+            if got != live:
+                raise Mismatch(f"{dest} is mount {self.replica.key(got)}, not the one the plan made")
+            kernel.umount2(dest, kernel.UMOUNT_NOFOLLOW)
+
+    def _unrestored(self, kind: str, item: Any, exc: BaseException) -> dict[str, object]:
+        err = exc.errno if isinstance(exc, OSError) else None
+        out: dict[str, object] = {"what": kind, "errno": err, "reason": str(exc)}
+        if kind == "aside":
+            live = self.replica.dump_to_live.get(item.mount)
+            out.update(
+                mount=item.mount,
+                should_be_at=item.origin,
+                now_at=self.where_is(live) if live else None,
+            )
+        elif kind in ("private", "keeper"):
+            mount = item[0] if kind == "private" else item
+            out.update(mount=mount, reason=f"propagation of mount {mount} not restored: {exc}")
+        elif kind == "yard":
+            out.update(path=item[0])
+        elif kind == "created":
+            out.update(mount=f"live:{item[0]}", now_at=item[1])
+        return out
+
+    # --- the end -------------------------------------------------------------------------
+
+    def yard_empty(self, table: list[Mount]) -> bool:
+        for path in self.yard_paths:
+            if any(under(m.mountpoint, path) is not None for m in table):
+                return False
+            try:
+                fd = self.resolve(path, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                continue
+            try:
+                if os.listdir(fd):
+                    return False
+            finally:
+                os.close(fd)
+        return True
+
+
+def _errno_name(err: int | None) -> str | None:
+    return errno_mod.errorcode.get(err) if err is not None else None
+
+
+def _as_dict(step: object) -> dict[str, Any]:
+    if isinstance(step, Mapping):
+        return dict(step)
+    as_json = getattr(step, "as_json", None)
+    if as_json is None:
+        raise TypeError(f"a step must be a dict or have as_json(): {step!r}")
+    return dict(as_json())
+
+
+def run_plan(
+    replica: Replica, targets: Iterable[Target], steps: list[dict[str, Any]]
+) -> tuple[dict[str, Any], Executor]:
+    """Run steps against a replica built in this namespace; the report, and the executor for probing."""
+    targets = list(targets)
+    ex = Executor(replica, targets)
+    ex.yard_paths = [s["path"] for s in steps if s.get("op") == "yard-create" and isinstance(s.get("path"), str)]
+    before: TreeShape = replica.snapshot()
+    failed: dict[str, Any] | None = None
+    unrestored: list[dict[str, object]] = []
+    steps_run = 0
+    for index, step in enumerate(steps):
+        try:
+            ex.run_step(index, step)
+        except Exception as exc:  # noqa: BLE001 - any failure of a step is reported and rolled back
+            err = exc.errno if isinstance(exc, OSError) else None
+            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            failed = {
+                "index": index,
+                "op": step.get("op"),
+                "errno": err,
+                "errno_name": _errno_name(err),
+                "reason": reason,
+                "step": step,
+            }
+            break
+        steps_run += 1
+    rolled_back = False
+    if failed is not None:
+        unrestored = ex.rollback()
+        rolled_back = True
+    table = replica.live_table()
+    after = replica.snapshot(table)
+    created = [f"live:{live}" for live in ex.created]
+    diff = before.diff(after.without(created))
+    yard_empty = ex.yard_empty(table)
+    results = []
+    for t in targets:
+        res = ex.results.get(t.id)
+        if res is None:
+            res = {
+                "id": t.id,
+                "kind": t.kind,
+                "expected_mount": t.mount,
+                "got_mount": None,
+                "inode_ok": False,
+                "ok": False,
+                "step": None,
+                "detail": "no step reached it",
+            }
+        results.append(res)
+    report = {
+        "ok": failed is None and not diff and yard_empty and all(r["ok"] for r in results),
+        "targets": results,
+        "steps_run": steps_run,
+        "failed_step": failed,
+        "rolled_back": rolled_back,
+        "tree_identical": not diff,
+        "tree_diff": diff,
+        "yard_empty": yard_empty,
+        "unrestored": unrestored,
+        "created_mounts": list(ex.created.values()),
+    }
+    return report, ex
+
+
+def execute_here(
+    mounts: list[Mount],
+    targets: list[Target],
+    steps: list[dict[str, Any]],
+    file_mounts: Collection[int] = frozenset(),
+    scratch_dir: str | None = None,
+    then: Callable[[Replica, Executor, dict[str, Any]], Any] | None = None,
+) -> dict[str, Any]:
+    """Build the replica and run the plan in *this* process, which must already be in a throwaway namespace."""
+    replica = build_replica(mounts, targets, scratch_dir, file_mounts)
+    report, ex = run_plan(replica, targets, [_as_dict(s) for s in steps])
+    if then is not None:
+        report["then"] = then(replica, ex, report)
+    return report
+
+
+def execute(
+    mounts: list[Mount],
+    targets: list[Target],
+    steps: Iterable[object],
+    *,
+    file_mounts: Collection[int] = (),
+    user_ns: bool | None = None,
+    scratch_dir: str | None = None,
+) -> dict[str, Any]:
+    """Replica + plan + verification in a throwaway mount namespace; the report dict.
+
+    user_ns: True to go through a user namespace even as root; None (default)
+    does so only when not root. Raises ReplicaError when the dump cannot be built.
+    """
+    plain_steps = [_as_dict(s) for s in steps]
+    return kernel.run_in_namespace(
+        execute_here,
+        list(mounts),
+        list(targets),
+        plain_steps,
+        frozenset(file_mounts),
+        scratch_dir,
+        user_ns=user_ns,
+    )
+
+
+def report_text(report: Mapping[str, Any]) -> str:
+    """The report for people: verdict, failing step, each target, the tree and the yard."""
+    lines = [f"{'ok' if report['ok'] else 'FAILED'}: {report['steps_run']} steps run"]
+    failed = report.get("failed_step")
+    if failed:
+        err = f"{failed['errno_name']} " if failed.get("errno_name") else ""
+        lines.append(f"step {failed['index']} ({failed['op']}) failed: {err}{failed['reason']}")
+        lines.append("rolled back" if report["rolled_back"] else "not rolled back")
+    for lost in report.get("unrestored", []):
+        where = f", now at {lost['now_at']}" if lost.get("now_at") else ""
+        lines.append(f"NOT RESTORED: {lost.get('mount', lost.get('path'))}{where}: {lost['reason']}")
+    for t in report["targets"]:
+        verdict = "ok" if t["ok"] else "WRONG"
+        inode = "inode ok" if t["inode_ok"] else "inode differs"
+        lines.append(
+            f"target {t['id']} ({t['kind']}): mount {t['got_mount']} (expected {t['expected_mount']}), {inode}: {verdict}"
+        )
+    lines.append("tree identical" if report["tree_identical"] else "TREE CHANGED: " + "; ".join(report["tree_diff"]))
+    lines.append("yard empty" if report["yard_empty"] else "YARD NOT EMPTY")
+    return "\n".join(lines) + "\n"
