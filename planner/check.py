@@ -57,9 +57,9 @@ def apply_step(session: Session, step: Step) -> None:
         session.yards[step.path] = yard
     elif op == "yard-remove":
         assert step.path is not None
-        yard = session.yards.get(step.path)
-        if yard is None:
+        if step.path not in session.yards:
             raise SimError(f"no yard was created at {step.path}")
+        yard = session.yards[step.path]
         _named(ns, step.path, yard, "yard")
         left = [key for key in ns.children if key[0] == yard]
         if left:

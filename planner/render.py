@@ -107,10 +107,11 @@ def _step_text(step: Step) -> str:
 
 def plan_text(plan: Plan, source: str) -> str:
     ops = sum(1 for s in plan.steps if s.target)
-    lines = [
+    header = (
         f"plan for {source}: {ops} targets, {plan.moves} moves aside and back "
-        f"(lower bound {plan.lower_bound}, naive {plan.naive_moves}), yard {plan.yard}",
-    ]
+        f"(lower bound {plan.lower_bound}, naive {plan.naive_moves}), yard {plan.yard}"
+    )
+    lines = [header]
     for index, step in enumerate(plan.steps):
         lines.append(f"{index:>3}  {_step_text(step)}")
         if step.why:

@@ -48,7 +48,7 @@ class Step:
 def step_from_json(data: object) -> Step:
     """A step from its JSON object; ValueError names what is wrong."""
     if not isinstance(data, dict):
-        raise ValueError("a step must be a JSON object")
+        raise ValueError("a step must be a JSON object")  # noqa: TRY004 (bad data, not a bad call)
     op = data.get("op")
     if op not in REQUIRED:
         raise ValueError(f"unknown op {op!r}")
@@ -58,7 +58,7 @@ def step_from_json(data: object) -> Step:
         value = data[key]
         wanted: type = int if key == "mount" else str
         if not isinstance(value, wanted) or isinstance(value, bool):
-            raise ValueError(f"{op}: {key!r} must be {'an integer' if wanted is int else 'a string'}")
+            raise ValueError(f"{op}: {key!r} must be {'an integer' if wanted is int else 'a string'}")  # noqa: TRY004
     why = data.get("why", "")
     return Step(
         op=op,

@@ -16,7 +16,9 @@ from planner.execute import execute
 from planner.plan import make_plan
 from planner.tree import MountTree
 from tests.conftest import REPO, SCENARIOS
-from tests.namespace.test_capture import overmounted_child  # noqa: F401  (fixture)
+from tests.namespace import test_capture
+
+overmounted_child = test_capture.overmounted_child  # the live process fixture, shared
 
 pytestmark = pytest.mark.namespace
 
@@ -47,7 +49,7 @@ def test_every_scenario_runs_and_verifies_in_a_namespace(path: str) -> None:
 
 
 def overmount(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "planner", *args], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run([sys.executable, "-m", "planner", *args], capture_output=True, text=True, cwd=REPO, check=False)
 
 
 @pytest.mark.parametrize("overmounted_child", ["plain"], indirect=True)
