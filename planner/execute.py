@@ -360,8 +360,9 @@ class Executor:
 
     def _remove_keeper(self, mount: int) -> None:
         live, path, fd = self.keepers[mount]
-        os.close(fd)  # an open fd on the keeper would make it busy
-        self.keepers[mount] = (live, path, -1)
+        if fd >= 0:  # -1 once a first attempt closed it (the rollback retries a failed removal)
+            os.close(fd)  # an open fd on the keeper would make it busy
+            self.keepers[mount] = (live, path, -1)
         check = self.resolve(path)
         try:
             got = kernel.statx_mount_id(check)[0]
