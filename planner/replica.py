@@ -517,6 +517,11 @@ def build_replica(
     groups, group_master, group_dev = _group_order(tree)
 
     scratch_dir = scratch_dir or tempfile.gettempdir()
+    # Before the scratch tmpfs covers scratch_dir (the venv may live under /tmp) and the chroot
+    # hides the rest: /proc stays readable through an fd, and sock_diag is opened now (pyroute2
+    # imports its modules lazily).
+    kernel.pin_proc()
+    kernel.warm_unix_socket_diag()
     fds: list[int] = []
     live_fd: dict[int, int] = {}
 
@@ -602,10 +607,6 @@ def build_replica(
                 os.close(anchors[g])
                 kernel.umount2(_join(_join(scratch_dir, "anchors"), str(g)), kernel.UMOUNT_NOFOLLOW)
 
-        # Leave for the replica: /proc stays readable through an fd, sock_diag is opened
-        # now (pyroute2 imports lazily and the chroot hides the modules).
-        kernel.pin_proc()
-        kernel.warm_unix_socket_diag()
         os.fchdir(live_fd[root.mount_id])
         os.chroot(".")
         os.chdir("/")
