@@ -1,0 +1,368 @@
+"""Properties over random valid mount trees: the analysis agrees with a brute-force walk, and every plan
+the planner makes passes check, never moves less than the lower bound, and meets it when one bracket serves.
+
+The generator builds a table the way mounts pile up over time: nested mounts,
+stacks (a mount whose parent is a mount on the same mount point), legacy shadow
+siblings (same parent, same mount point, the later listed on top), covers at any
+level (a later mount on a prefix of an earlier one's mount point, attached to
+any mount of its chain), paths with spaces, tabs and backslashes (octal-escaped
+in the text), shared:N and master:N on some mounts (peers on one major:minor),
+and targets of every kind in random mounts at random paths below them. The
+listing order is shuffled except among siblings on one place, where it decides
+which is on top.
+
+`make stress` runs the same properties on many more trees and records the
+counts in bench/results/reliability.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from planner import mountinfo, render
+from planner.analysis import analyze
+from planner.check import check_plan
+from planner.errors import PlanRefused
+from planner.plan import make_plan
+from planner.steps import step_from_json
+from planner.targets import KINDS, Target
+from planner.tree import MountTree
+from tests.reliability import record
+
+DEFAULT_EXAMPLES = 300
+STRESS_EXAMPLES = 20000
+
+# Path components: plain, with a space, a tab and a backslash (the kernel writes \040, \011, \134).
+COMPONENTS = ["a", "b", "c", "d e", "f\tg", "h\\i", "sys", "cgroup"]
+DEVS = [(0, 40), (0, 41), (0, 42), (0, 43), (8, 1)]
+
+
+@dataclass
+class Spec:
+    """One generated mount, before it becomes a mountinfo line."""
+
+    mount_id: int
+    parent_id: int
+    dev: tuple[int, int]
+    root: str
+    mountpoint: str
+    optional: list[str] = field(default_factory=list)
+
+
+def kernel_escape(text: str) -> str:
+    """fs/proc_namespace.c mangle(): space, tab, newline, backslash as \\ooo (our own, not planner's)."""
+    return "".join(f"\\{ord(ch):03o}" if ch in " \t\n\\" else ch for ch in text)
+
+
+def line_of(spec: Spec) -> str:
+    head = [str(spec.mount_id), str(spec.parent_id), f"{spec.dev[0]}:{spec.dev[1]}", kernel_escape(spec.root),
+            kernel_escape(spec.mountpoint), "rw,relatime", *spec.optional]
+    return " ".join(head + ["-", "tmpfs", f"src{spec.mount_id}", "rw"])
+
+
+def child_path(top: str, parts: list[str]) -> str:
+    return (top.rstrip("/") + "".join("/" + p for p in parts)) if parts else top
+
+
+def ancestors(specs: dict[int, Spec], spec: Spec) -> list[Spec]:
+    """The chain from the root down to `spec`."""
+    chain = [spec]
+    while chain[-1].parent_id in specs:
+        chain.append(specs[chain[-1].parent_id])
+    return chain[::-1]
+
+
+def prefixes_of(path: str, top: str) -> list[str]:
+    """`top`, then each longer prefix of `path` down to `path` itself."""
+    out = [top]
+    rest = path[len(top):] if top != "/" else path
+    for part in [p for p in rest.split("/") if p]:
+        out.append(child_path(out[-1], [part]))
+    return out
+
+
+def on_top_of_place(specs: list[Spec], parent: Spec, mountpoint: str) -> Spec:
+    """The mount a new mount on (parent, mountpoint) lands on when the kernel stacks instead of shadowing."""
+    while True:
+        above = [s for s in specs if s.parent_id == parent.mount_id and s.mountpoint == mountpoint and s is not parent]
+        if not above:
+            return parent
+        parent, mountpoint = above[-1], above[-1].mountpoint
+
+
+@st.composite
+def mount_tables(
+    draw: Callable[[Any], Any], max_mounts: int = 14, propagation: bool = True, shadows: bool = True
+) -> list[Spec]:
+    """Specs in listing order: a valid tree (one root, every mount under its parent)."""
+    root_id = draw(st.integers(1, 60))
+    root = Spec(root_id, draw(st.sampled_from([0, root_id - 1 if root_id > 1 else 0, 999])), (8, 1), "/", "/")
+    specs = [root]
+    next_id = root_id + 1
+    for _ in range(draw(st.integers(0, max_mounts - 1))):
+        how = draw(st.sampled_from(["nest", "nest", "nest", "stack", "shadow", "cover", "cover"]))
+        if how == "shadow" and not shadows:
+            how = "stack"
+        others = specs[1:]
+        by_id = {s.mount_id: s for s in specs}
+        if how == "stack":
+            under = draw(st.sampled_from(specs))
+            parent, mountpoint = under, under.mountpoint
+        elif how == "shadow" and others:
+            beside = draw(st.sampled_from(others))
+            parent, mountpoint = by_id[beside.parent_id], beside.mountpoint
+        elif how == "cover" and others:
+            # a later mount on a prefix of `covered`'s mount point, attached to a mount of its chain
+            covered = draw(st.sampled_from(others))
+            chain = ancestors(by_id, covered)[:-1]
+            parent = draw(st.sampled_from(chain))
+            mountpoint = draw(st.sampled_from(prefixes_of(covered.mountpoint, parent.mountpoint)))
+        else:
+            parent = draw(st.sampled_from(specs))
+            parts = draw(st.lists(st.sampled_from(COMPONENTS), min_size=1, max_size=2))
+            mountpoint = child_path(parent.mountpoint, parts)
+        if not shadows:
+            # a modern kernel: mounting on a place that is already a mount point stacks on the top there
+            parent = on_top_of_place(specs, parent, mountpoint)
+        next_id += draw(st.integers(1, 3))
+        root_path = draw(st.sampled_from(["/", "/", "/sub", "/d e"]))
+        specs.append(Spec(next_id, parent.mount_id, draw(st.sampled_from(DEVS)), root_path, mountpoint))
+    if propagation:
+        # One or two peer groups per device: shared:N only among mounts of one major:minor.
+        groups = {dev: [10 + 2 * i, 11 + 2 * i] for i, dev in enumerate(DEVS)}
+        for spec in specs:
+            if draw(st.integers(0, 9 if spec is not root else 29)) == 0:
+                spec.optional.append(f"shared:{draw(st.sampled_from(groups[spec.dev]))}")
+            if draw(st.integers(0, 9)) == 0:
+                spec.optional.append(f"master:{draw(st.sampled_from(groups[spec.dev]))}")
+    # Shuffle the listing, but siblings on one place keep their order (it says which is on top).
+    order = draw(st.permutations(range(len(specs))))
+    places: dict[tuple[int, str], list[int]] = {}
+    for index, spec in enumerate(specs):
+        places.setdefault((spec.parent_id, spec.mountpoint), []).append(index)
+    listed = []
+    for position in order:
+        spec = specs[position]
+        key = (spec.parent_id, spec.mountpoint)
+        listed.append(specs[places[key].pop(0)])
+    return listed
+
+
+@st.composite
+def targets_for(draw: Callable[[Any], Any], specs: list[Spec]) -> list[Target]:
+    out = []
+    for index in range(draw(st.integers(0, 5))):
+        spec = draw(st.sampled_from(specs))
+        path = child_path(spec.mountpoint, draw(st.lists(st.sampled_from(COMPONENTS + ["file", "sock"]), max_size=3)))
+        kind = draw(st.sampled_from(KINDS))
+        to = draw(st.sampled_from(["/mnt/dest", "/b/new place"])) if kind == "mount-source" else None
+        out.append(Target(f"t{index + 1}", kind, spec.mount_id, path, to))
+    return out
+
+
+@st.composite
+def cases(
+    draw: Callable[[Any], Any], propagation: bool = True, shadows: bool = True
+) -> tuple[list[Spec], str, list[Target]]:
+    specs = draw(mount_tables(propagation=propagation, shadows=shadows))
+    text = "".join(line_of(s) + "\n" for s in specs)
+    return specs, text, draw(targets_for(specs))
+
+
+# --- the oracle: the kernel's walk over the listing, nothing from planner ------------------
+
+
+def walk(specs: list[Spec], path: str) -> int:
+    """Mount id a walk of `path` ends in: at each prefix step onto the topmost child there
+    (the last listed among siblings on one place), then climb the stack on its root."""
+    ids = {s.mount_id for s in specs}
+    current = next(s for s in specs if s.parent_id not in ids or s.parent_id == s.mount_id)
+    for prefix in prefixes_of(path, current.mountpoint):
+        while True:
+            on_top = [s for s in specs if s.parent_id == current.mount_id and s.mountpoint == prefix]
+            if not on_top:
+                break
+            current = on_top[-1]
+    return current.mount_id
+
+
+def hidden_by_oracle(specs: list[Spec]) -> set[int]:
+    return {s.mount_id for s in specs if walk(specs, s.mountpoint) != s.mount_id}
+
+
+# --- the property, and counting what happened --------------------------------------------
+
+
+def one_bracket_serves(tree: MountTree, analysis: Any) -> bool:
+    """No target's own chain runs through a mount some target needs moved."""
+    movers = {m for finding in analysis.targets for m in finding.movers}
+    return not any(m.mount_id in movers for f in analysis.targets for m in tree.chain(f.target.mount))
+
+
+def has_shadow_siblings(tree: MountTree) -> bool:
+    return any(len(siblings) > 1 for siblings in tree.children_at.values())
+
+
+def refusal_kind(reason: str, tree: MountTree) -> str:
+    if "MOVE_MOUNT_SET_GROUP" in reason or "is shared" in reason or "propagate" in reason:
+        return "propagation"
+    if reason.startswith("no valid plan:"):
+        return "rejected_by_check"  # make_plan runs check itself and refuses what check rejects
+    if "analysis did not expect it" in reason and has_shadow_siblings(tree):
+        # KNOWN BUG (test_moved_back_shadow_sibling_is_reached below): a legacy shadow sibling that
+        # was moved aside comes back stacked on its lower sibling, and a later target in it is refused.
+        # Remove this allowance when that strict xfail starts passing.
+        return "known_bug_shadow_sibling"
+    return "other"
+
+
+def check_case(
+    specs: list[Spec], text: str, targets: list[Target], counts: Counter[str], allowed: tuple[str, ...]
+) -> None:
+    """The properties for one tree; `allowed` are the refusal kinds this kind of tree may meet."""
+    counts["examples"] += 1
+    tree = MountTree(mountinfo.parse(text, "<generated>"), "<generated>")
+    analysis = analyze(tree, targets)
+
+    assert set(analysis.mount_covers) == hidden_by_oracle(specs), text
+    for finding in analysis.targets:
+        target = finding.target
+        assert finding.hidden == (walk(specs, target.path) != target.mount), (text, target)
+
+    serves = one_bracket_serves(tree, analysis)
+    try:
+        plan = make_plan(tree, targets)
+    except PlanRefused as refused:
+        kind = refusal_kind(str(refused), tree)
+        counts[f"refused_{kind}"] += 1
+        event(f"refused ({kind})")
+        assert kind in allowed, f"refused ({kind}): {refused}\n{text}{targets}"
+        return
+    counts["plans"] += 1
+    counts["moves"] += plan.moves
+    counts["lower_bound"] += plan.lower_bound
+    counts["hidden_targets"] += sum(1 for f in analysis.targets if f.hidden)
+    problems = check_plan(tree, targets, list(plan.steps))
+    if problems:
+        counts["rejected_by_check"] += 1
+    assert problems == [], (problems, text, targets)
+    # The JSON form round-trips and still passes: what other tools consume is the same plan.
+    assert check_plan(tree, targets, [step_from_json(s.as_json()) for s in plan.steps]) == []
+    assert plan.moves >= plan.lower_bound
+    if serves:
+        counts["one_bracket_serves"] += 1
+        if plan.moves > plan.lower_bound:
+            counts["above_lower_bound_where_one_bracket_serves"] += 1
+        assert plan.moves == plan.lower_bound, (plan.moves, plan.lower_bound, text, targets)
+    elif plan.moves > plan.lower_bound:
+        counts["above_lower_bound_split_brackets"] += 1
+    event("planned" + (" at the lower bound" if plan.moves == plan.lower_bound else " above the lower bound"))
+    render.plan_text(plan, "<generated>")
+    json.dumps(render.plan_json(plan))
+
+
+# (propagation, shadows): private trees a modern kernel makes (stacks only) must always be planned;
+# shared/master mounts may be refused for propagation reasons; legacy shadow siblings hit a known bug.
+VARIANTS = {
+    "private-stacked": (False, False),
+    "propagation-stacked": (True, False),
+    "private-shadow-siblings": (False, True),
+    "propagation-shadow-siblings": (True, True),
+}
+
+
+def allowed_refusals(propagation: bool, shadows: bool) -> tuple[str, ...]:
+    return (("propagation",) if propagation else ()) + (("known_bug_shadow_sibling",) if shadows else ())
+
+
+def run_properties(examples: int, propagation: bool, shadows: bool) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    allowed = allowed_refusals(propagation, shadows)
+
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(cases(propagation=propagation, shadows=shadows))
+    def body(case: tuple[list[Spec], str, list[Target]]) -> None:
+        check_case(*case, counts, allowed)
+
+    body()
+    return counts
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_plans_pass_check_and_meet_the_lower_bound(variant: str) -> None:
+    counts = run_properties(DEFAULT_EXAMPLES // len(VARIANTS), *VARIANTS[variant])
+    assert counts["plans"] > 0
+
+
+def test_generator_makes_the_shapes_it_promises() -> None:
+    """Stacks, shadow siblings, covers, escapes and propagation all show up in a modest sample."""
+    seen: Counter[str] = Counter()
+
+    @settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(cases())
+    def body(case: tuple[list[Spec], str, list[Target]]) -> None:
+        specs, text, targets = case
+        by_id = {s.mount_id: s for s in specs}
+        places = Counter((s.parent_id, s.mountpoint) for s in specs)
+        seen["stack"] += any(s.parent_id in by_id and by_id[s.parent_id].mountpoint == s.mountpoint for s in specs)
+        seen["shadow"] += any(n > 1 for n in places.values())
+        seen["escape"] += "\\040" in text or "\\011" in text or "\\134" in text
+        seen["shared"] += "shared:" in text
+        seen["master"] += "master:" in text
+        seen["hidden"] += bool(hidden_by_oracle(specs))
+        seen["hidden_target"] += any(walk(specs, t.path) != t.mount for t in targets)
+
+    body()
+    assert all(seen[k] > 0 for k in ("stack", "shadow", "escape", "shared", "master", "hidden", "hidden_target")), seen
+
+
+@pytest.mark.stress
+def test_plans_pass_check_and_meet_the_lower_bound_stress() -> None:
+    summary: dict[str, Any] = {}
+    for variant, (propagation, shadows) in VARIANTS.items():
+        started = time.monotonic()
+        counts = run_properties(STRESS_EXAMPLES // len(VARIANTS), propagation, shadows)
+        summary[variant] = {
+            "examples": counts["examples"],
+            "plans": counts["plans"],
+            "refusals": sum(n for key, n in counts.items() if key.startswith("refused_")),
+            "refusals_propagation": counts["refused_propagation"],
+            "refusals_known_bug_shadow_sibling": counts["refused_known_bug_shadow_sibling"],
+            "refusals_other": counts["refused_other"],
+            "rejected_by_check": counts["rejected_by_check"] + counts["refused_rejected_by_check"],
+            "one_bracket_serves": counts["one_bracket_serves"],
+            "above_lower_bound_where_one_bracket_serves": counts["above_lower_bound_where_one_bracket_serves"],
+            "above_lower_bound_split_brackets": counts["above_lower_bound_split_brackets"],
+            "hidden_targets": counts["hidden_targets"],
+            "moves": counts["moves"],
+            "lower_bound": counts["lower_bound"],
+            "seconds": round(time.monotonic() - started, 1),
+        }
+    totals = {key: sum(v[key] for v in summary.values()) for key in next(iter(summary.values()))}
+    summary["total"] = {**totals, "seconds": round(totals["seconds"], 1)}
+    record("properties", summary)
+
+
+@pytest.mark.xfail(strict=True, reason="planner bug: a legacy shadow sibling moved aside for one target comes back "
+                   "stacked on its lower sibling, and a later target inside it is refused ('in the way but the "
+                   "analysis did not expect it') although a plain walk reaches it")
+def test_moved_back_shadow_sibling_is_reached() -> None:
+    # 2 and 3 are legacy shadow siblings on /a (3 listed later, on top). t1 in 2 needs 3 moved;
+    # t2 in 3 is not hidden at all; t3 in the root needs 3 and 2 moved, which puts t1 and t2 first.
+    text = ("1 0 8:1 / / rw - ext4 /dev/vda rw\n"
+            "2 1 0:40 / /a rw - tmpfs a rw\n"
+            "3 1 0:41 / /a rw - tmpfs b rw\n")
+    tree = MountTree(mountinfo.parse(text), "<test>")
+    targets = [Target("t1", "open", 2, "/a/f"), Target("t2", "open", 3, "/a/g"), Target("t3", "open", 1, "/a/x")]
+    plan = make_plan(tree, targets)
+    assert check_plan(tree, targets, list(plan.steps)) == []
