@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from planner.errors import TargetError
 from planner.mountinfo import Mount
@@ -34,8 +35,22 @@ class TargetFinding:
 @dataclass(frozen=True)
 class Analysis:
     tree: MountTree
-    mount_covers: dict[int, tuple[Cover, ...]]  # hidden mounts only
     targets: tuple[TargetFinding, ...]
+
+    @cached_property
+    def mount_covers(self) -> dict[int, tuple[Cover, ...]]:
+        """Hidden mounts only, each with what covers it.
+
+        Worked out on first use: it walks to every mount of the tree, which
+        planning does not need (a plan only follows the targets' chains).
+        """
+        through = path_covers(self.tree)
+        out = {}
+        for mount in self.tree.mounts:
+            covers = through[mount.mount_id] + tuple(level_covers(self.tree, mount, mount.mountpoint, None))
+            if covers:
+                out[mount.mount_id] = covers
+        return out
 
     @property
     def hidden_mounts(self) -> list[int]:
@@ -62,20 +77,43 @@ def level_covers(tree: MountTree, over: Mount, path: str, nxt: Mount | None) -> 
         if not siblings:
             continue
         for child in reversed(siblings):  # topmost first
-            if nxt is not None and prefix == nxt.mountpoint and not tree.is_legacy_below(nxt, child):
+            if nxt is not None and prefix == nxt.mountpoint and not tree.is_legacy_below(nxt, tree.by_id[child]):
                 continue
-            found.append(Cover(child.mount_id, over.mount_id, prefix))
+            found.append(Cover(child, over.mount_id, prefix))
     return found
+
+
+def _add_through(tree: MountTree, mount: Mount, covers: dict[int, tuple[Cover, ...]]) -> None:
+    """covers[mount]: its parent's (already in `covers`) plus what the parent's level adds."""
+    parent = tree.by_id[mount.parent_id]
+    own = level_covers(tree, parent, mount.mountpoint, mount)
+    covers[mount.mount_id] = covers[parent.mount_id] + tuple(own) if own else covers[parent.mount_id]
 
 
 def path_covers(tree: MountTree) -> dict[int, tuple[Cover, ...]]:
     """For each mount, the covers met on the walk from the root to its mountpoint (its root stack excluded)."""
     covers: dict[int, tuple[Cover, ...]] = {tree.root.mount_id: ()}
     for mount in tree.top_down[1:]:
-        parent = tree.by_id[mount.parent_id]
-        own = level_covers(tree, parent, mount.mountpoint, mount)
-        covers[mount.mount_id] = covers[parent.mount_id] + tuple(own) if own else covers[parent.mount_id]
+        _add_through(tree, mount, covers)
     return covers
+
+
+def chain_covers(tree: MountTree, mount_id: int, known: dict[int, tuple[Cover, ...]]) -> tuple[Cover, ...]:
+    """path_covers' value for one mount, working out only its chain; `known` memoizes across calls.
+
+    Targets sit in a few mounts of a big tree: following their chains costs
+    what they hold, not what the tree holds.
+    """
+    if not known:
+        known[tree.root.mount_id] = ()
+    pending = []
+    mount = tree.by_id[mount_id]
+    while mount.mount_id not in known:
+        pending.append(mount)
+        mount = tree.by_id[mount.parent_id]
+    for mount in reversed(pending):  # parents first
+        _add_through(tree, mount, known)
+    return known[mount_id]
 
 
 def movers_for(tree: MountTree, covers: tuple[Cover, ...]) -> tuple[int, ...]:
@@ -103,12 +141,8 @@ def validate_target(tree: MountTree, target: Target) -> None:
 
 
 def analyze(tree: MountTree, targets: list[Target] | tuple[Target, ...] = ()) -> Analysis:
-    through = path_covers(tree)
-    mount_covers = {}
-    for mount in tree.mounts:
-        covers = through[mount.mount_id] + tuple(level_covers(tree, mount, mount.mountpoint, None))
-        if covers:
-            mount_covers[mount.mount_id] = covers
+    """The targets' findings now; the whole tree's hidden mounts (`mount_covers`) when first asked for."""
+    through: dict[int, tuple[Cover, ...]] = {}
     seen: set[str] = set()
     findings = []
     for target in targets:
@@ -117,6 +151,6 @@ def analyze(tree: MountTree, targets: list[Target] | tuple[Target, ...] = ()) ->
         seen.add(target.id)
         validate_target(tree, target)
         mount = tree.by_id[target.mount]
-        covers = through[mount.mount_id] + tuple(level_covers(tree, mount, target.path, None))
+        covers = chain_covers(tree, mount.mount_id, through) + tuple(level_covers(tree, mount, target.path, None))
         findings.append(TargetFinding(target, covers, movers_for(tree, covers)))
-    return Analysis(tree, mount_covers, tuple(findings))
+    return Analysis(tree, tuple(findings))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from planner.paths import is_clean
-from planner.simulate import Namespace, SimError, SimMount
+from planner.simulate import Namespace, SimError
 from planner.steps import TARGET_OPS, Step
 from planner.targets import Target
 from planner.tree import MountTree
@@ -21,19 +21,21 @@ class Session:
     keepers: dict[int, int] = field(default_factory=dict)  # keeper id -> the mount it keeps
     created: set[int] = field(default_factory=set)  # bind mounts made by mount-source targets
     done: set[str] = field(default_factory=set)
+    # Paths already found clean: a plan names each move's home and slot twice (out and back).
+    clean_paths: set[str] = field(default_factory=set)
 
 
 def _name(ns: Namespace, mount_id: int) -> str:
-    return ns.mounts[mount_id].label
+    return ns.label(mount_id)
 
 
 def _place(session: Session, mount_id: int, path: str, what: str) -> None:
     """Attach onto `path`, refusing a shared destination (copies would reach every peer)."""
     ns = session.ns
     landing = ns.walk(path)
-    if ns.mounts[landing.mount].group is not None:
+    if ns.group[landing.mount] is not None:
         raise SimError(f"{what} lands in {_name(ns, landing.mount)}, which is shared: copies would propagate to its peers")
-    ns.attach(mount_id, path)
+    ns.attach_at(mount_id, landing)
 
 
 def _named(ns: Namespace, path: str, mount_id: int, role: str) -> None:
@@ -46,13 +48,15 @@ def apply_step(session: Session, step: Step) -> None:
     """Do one step symbolically; SimError says why the kernel would refuse it or why it is wrong."""
     ns = session.ns
     for path in (step.path, step.src, step.to):
-        if path is not None and not is_clean(path):
+        if path is None or path in session.clean_paths:
+            continue
+        if not is_clean(path):
             raise SimError(f"path {path!r} must be absolute with no '.', '..' or empty parts")
+        session.clean_paths.add(path)
     op = step.op
     if op == "yard-create":
         assert step.path is not None
-        yard = ns.new_id()
-        ns.mounts[yard] = SimMount(yard, None, "", None, None, "yard", "/", f"yard {step.path}")
+        yard = ns.add(f"yard {step.path}")
         _place(session, yard, step.path, f"yard {step.path}")
         session.yards[step.path] = yard
     elif op == "yard-remove":
@@ -68,14 +72,16 @@ def apply_step(session: Session, step: Step) -> None:
         del session.yards[step.path]
     elif op in ("move-aside", "move-back"):
         assert step.mount is not None and step.src is not None and step.to is not None
-        if step.mount not in ns.mounts or step.mount < 0:
+        if step.mount not in ns.parent or step.mount < 0:
             raise SimError(f"mount {step.mount} is not in the dump")
         _named(ns, step.src, step.mount, "source")
-        parent = ns.mounts[step.mount].parent
+        parent = ns.parent[step.mount]
         assert parent is not None
-        if ns.mounts[parent].group is not None:
+        if ns.group[parent] is not None:
             # fs/namespace.c do_move_mount(): "moving a mount residing under a shared mount is unsupported"
             raise SimError(f"the kernel refuses (EINVAL): {_name(ns, step.mount)}'s parent {_name(ns, parent)} is shared")
+        if ns.in_subtree(ns.walk(step.to).mount, step.mount):
+            raise SimError(f"the kernel refuses (ELOOP): {step.to} lies inside {_name(ns, step.mount)}, the mount being moved")
         ns.detach(step.mount)
         try:
             _place(session, step.mount, step.to, f"destination {step.to}")
@@ -85,27 +91,23 @@ def apply_step(session: Session, step: Step) -> None:
     elif op == "keeper-bind":
         assert step.mount is not None and step.src is not None and step.to is not None
         _named(ns, step.src, step.mount, "keeper source")
-        kept = ns.mounts[step.mount]
-        keeper = ns.new_id()
         # A bind of a shared mount joins its peer group (and its master, if it is a slave).
-        ns.mounts[keeper] = SimMount(keeper, None, "", kept.group, kept.master, kept.dev, kept.root, f"keeper of {kept.label}")
+        keeper = ns.add(f"keeper of {ns.label(step.mount)}", ns.group[step.mount], ns.master[step.mount])
         _place(session, keeper, step.to, f"keeper {step.to}")
         session.keepers[keeper] = step.mount
     elif op == "make-private":
         assert step.mount is not None and step.path is not None
         _named(ns, step.path, step.mount, "path")
-        ns.mounts[step.mount].group = None
-        ns.mounts[step.mount].master = None
+        ns.group[step.mount] = ns.master[step.mount] = None
     elif op == "rejoin-group":
         assert step.mount is not None and step.src is not None and step.to is not None
         keeper = ns.mount_at(step.src)
         if session.keepers.get(keeper) != step.mount:
             raise SimError(f"{step.src} names {_name(ns, keeper)}, not a keeper of mount {step.mount}")
         _named(ns, step.to, step.mount, "destination")
-        node = ns.mounts[step.mount]
-        if node.group is not None or node.master is not None:
-            raise SimError(f"MOVE_MOUNT_SET_GROUP needs {node.label} private first")
-        node.group, node.master = ns.mounts[keeper].group, ns.mounts[keeper].master
+        if ns.group[step.mount] is not None or ns.master[step.mount] is not None:
+            raise SimError(f"MOVE_MOUNT_SET_GROUP needs {ns.label(step.mount)} private first")
+        ns.group[step.mount], ns.master[step.mount] = ns.group[keeper], ns.master[keeper]
     elif op == "keeper-remove":
         assert step.mount is not None and step.path is not None
         keeper = ns.mount_at(step.path)
@@ -134,8 +136,7 @@ def _reach_target(session: Session, step: Step) -> None:
     session.done.add(target.id)
     if target.kind == "mount-source":
         assert target.to is not None
-        made = ns.new_id()
-        ns.mounts[made] = SimMount(made, None, "", None, None, "", "", f"bind mount of {target.id}")
+        made = ns.add(f"bind mount of {target.id}")
         ns.attach(made, target.to)
         session.created.add(made)
 
@@ -163,10 +164,11 @@ def check_plan(tree: MountTree, targets: list[Target] | tuple[Target, ...], step
     if missing:
         problems.append(f"targets never reached: {', '.join(missing)}")
     after = {k: v for k, v in session.ns.shape().items() if k not in session.created}
-    for mount_id in sorted(set(before) | set(after), key=lambda i: (i < 0, abs(i))):
+    # Only the mounts that differ are sorted for the report: on a big tree that is none or a few.
+    changed = [mount_id for mount_id in before.keys() | after.keys() if before.get(mount_id) != after.get(mount_id)]
+    for mount_id in sorted(changed, key=lambda i: (i < 0, abs(i))):
         was, now = before.get(mount_id), after.get(mount_id)
-        if was != now:
-            problems.append(f"tree not restored: {_shape_text(session.ns, mount_id, was)} became {_shape_text(session.ns, mount_id, now)}")
+        problems.append(f"tree not restored: {_shape_text(session.ns, mount_id, was)} became {_shape_text(session.ns, mount_id, now)}")
     if session.yards:
         problems.append(f"yard left mounted: {', '.join(session.yards)}")
     return problems

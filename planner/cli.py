@@ -26,7 +26,7 @@ TARGET_HELP = "add a target MOUNT:PATH[:KIND]; KIND is open (default), chdir, bi
 
 
 def _tree(dump: Dump) -> MountTree:
-    return MountTree(dump.mounts, dump.source)
+    return MountTree(dump.mounts, dump.table_name)
 
 
 def _emit(text: str, output: str | None) -> None:

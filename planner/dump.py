@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -26,6 +28,11 @@ class Dump:
     file_mounts: frozenset[int] = frozenset()
     title: str = ""
     expect: dict[str, Any] = field(default_factory=dict, compare=False)
+    table_source: str = ""  # what the mount table's line numbers belong to, when not `source`
+
+    @property
+    def table_name(self) -> str:
+        return self.table_source or self.source
 
     def as_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -38,9 +45,43 @@ class Dump:
         return out
 
 
-def line_of(text: str, needle: str) -> int | None:
-    at = text.find(needle)
-    return None if at < 0 else text.count("\n", 0, at) + 1
+def line_of(text: str, needle: str, nth: int = 0) -> int | None:
+    """The line of the nth occurrence of `needle` in `text`, or None."""
+    at = -1
+    for _ in range(nth + 1):
+        at = text.find(needle, at + 1)
+        if at < 0:
+            return None
+    return text.count("\n", 0, at) + 1
+
+
+def _key_line(text: str, key: str) -> int | None:
+    """The line where a top-level key is set: `"key":` in JSON, `key =` or `[[key]]` in TOML."""
+    found = re.search(rf'(?m)"{key}"\s*:|^\s*{key}\s*=|^\s*\[\[{key}\]\]', text)
+    return None if found is None else text.count("\n", 0, found.start()) + 1
+
+
+def _json_element_lines(text: str, key: str) -> list[int]:
+    """The line of each element of the array under `"key":` (empty when not found)."""
+    found = re.search(rf'"{key}"\s*:\s*\[', text)
+    if found is None:
+        return []
+    decoder = json.JSONDecoder()
+    lines: list[int] = []
+    at = found.end()
+    while True:
+        while at < len(text) and text[at] in " \t\r\n,":
+            at += 1
+        if at >= len(text) or text[at] == "]":
+            return lines
+        try:
+            _, end = decoder.raw_decode(text, at)
+        except ValueError:
+            return lines
+        # An object is named by the line of its "id", the line people look for.
+        named = text.find('"id"', at, end) if text[at] == "{" else -1
+        lines.append(text.count("\n", 0, named if named >= 0 else at) + 1)
+        at = end
 
 
 def decode(data: bytes, source: str) -> str:
@@ -61,17 +102,28 @@ def read_input(path: str) -> tuple[str, bytes]:
         raise DumpError(path, None, f"cannot read: {err.strerror}") from None
 
 
-def _target(raw: object, source: str, text: str, index: int) -> Target:
-    guess = line_of(text, f'"{raw.get("id")}"') if isinstance(raw, dict) else None
+def load_json(text: str, source: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DumpError(source, err.lineno, f"not valid JSON: {err.msg}") from None
+    except (ValueError, RecursionError) as err:  # numbers past int()'s digit limit, absurd nesting
+        raise DumpError(source, None, f"not usable JSON: {_short(str(err))}") from None
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _target(raw: object, source: str, line: int | None, index: int) -> Target:
     if not isinstance(raw, dict):
-        raise TargetError(source, guess, f"target {index} is not an object")
-    line = guess
+        raise TargetError(source, line, f"target {index} is not an object")
     for key, kind in (("id", str), ("kind", str), ("mount", int), ("path", str)):
         value = raw.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise TargetError(source, line, f"target {index}: {key!r} missing or not {'an integer' if kind is int else 'a string'}")
     if raw["kind"] not in KINDS:
-        raise TargetError(source, line, f"target {raw['id']}: unknown kind {raw['kind']!r} (one of {', '.join(KINDS)})")
+        raise TargetError(source, line, f"target {raw['id']}: unknown kind {_short(repr(raw['kind']))} (one of {', '.join(KINDS)})")
     to = raw.get("to")
     if to is not None and not isinstance(to, str):
         raise TargetError(source, line, f"target {raw['id']}: 'to' must be a string")
@@ -79,14 +131,30 @@ def _target(raw: object, source: str, text: str, index: int) -> Target:
         value = raw.get(key)
         if isinstance(value, str) and "\0" in value:
             raise TargetError(source, line, f"target {raw['id']}: NUL byte in {key}")
-    return Target(raw["id"], raw["kind"], raw["mount"], raw["path"], to, line)
+    return Target(raw["id"], raw["kind"], raw["mount"], raw["path"], to, line, origin=source)
 
 
-def _file_mounts(raw: object, source: str) -> frozenset[int]:
+def _toml_target_lines(text: str) -> list[int | None]:
+    """The line of each [[targets]] table's `id =` (or of the table header when it has none)."""
+    lines: list[int | None] = []
+    for header in re.finditer(r"(?m)^\s*\[\[targets\]\]", text):
+        following = re.compile(r"(?m)^\s*(id\s*=|\[)").search(text, header.end())
+        at = following.start() if following is not None and following.group(1).startswith("id") else header.start()
+        lines.append(text.count("\n", 0, at) + 1)
+    return lines
+
+
+def _targets(raw: object, source: str, text: str, lines: list[int | None], shape: str = "a list") -> tuple[Target, ...]:
+    if not isinstance(raw, list):
+        raise DumpError(source, _key_line(text, "targets"), f"'targets' must be {shape}")
+    return tuple(_target(t, source, lines[i] if i < len(lines) else None, i) for i, t in enumerate(raw))
+
+
+def _file_mounts(raw: object, source: str, text: str) -> frozenset[int]:
     if raw is None:
         return frozenset()
     if not isinstance(raw, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in raw):
-        raise DumpError(source, None, "file_mounts must be a list of mount ids")
+        raise DumpError(source, _key_line(text, "file_mounts"), "file_mounts must be a list of mount ids")
     return frozenset(raw)
 
 
@@ -98,36 +166,35 @@ def _mountinfo_text(raw: object, source: str, line: int | None) -> str:
 
 def from_json(data: dict[str, Any], source: str, text: str) -> Dump:
     if data.get("format") != DUMP_FORMAT:
-        raise DumpError(source, line_of(text, '"format"'), f"format must be {DUMP_FORMAT!r}, got {data.get('format')!r}")
-    info = _mountinfo_text(data.get("mountinfo"), source, line_of(text, '"mountinfo"'))
-    # Errors inside the embedded table name its own line numbers.
-    mounts = tuple(mountinfo.parse(info, f"{source} (mountinfo)"))
-    targets = data.get("targets", [])
-    if not isinstance(targets, list):
-        raise DumpError(source, line_of(text, '"targets"'), "'targets' must be a list")
-    return Dump(source, info, mounts, tuple(_target(t, source, text, i) for i, t in enumerate(targets)),
-                _file_mounts(data.get("file_mounts"), source))
+        raise DumpError(source, _key_line(text, "format"), f"format must be {DUMP_FORMAT!r}, got {_short(repr(data.get('format')))}")
+    info = _mountinfo_text(data.get("mountinfo"), source, _key_line(text, "mountinfo"))
+    # The embedded table's own line numbers name its lines, for parse and tree errors alike.
+    table = f"{source} (mountinfo)"
+    mounts = tuple(mountinfo.parse(info, table))
+    targets = _targets(data.get("targets", []), source, text, list(_json_element_lines(text, "targets")))
+    return Dump(source, info, mounts, targets, _file_mounts(data.get("file_mounts"), source, text), table_source=table)
 
 
 def from_toml(text: str, source: str) -> Dump:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise DumpError(source, getattr(err, "lineno", None), f"not valid TOML: {str(err).split(' (at')[0]}") from None
-    start = line_of(text, "mountinfo")
+        # Python 3.11's message ends "(at line N, column M)"; lineno only exists from 3.14.
+        at = re.search(r"\(at line (\d+), column \d+\)$", str(err))
+        reason = re.sub(r" \(at (line \d+, column \d+|end of document)\)$", "", str(err))
+        raise DumpError(source, int(at.group(1)) if at else None, f"not valid TOML: {reason}") from None
+    except (ValueError, RecursionError) as err:
+        raise DumpError(source, None, f"not usable TOML: {_short(str(err))}") from None
+    start = _key_line(text, "mountinfo")
     info = _mountinfo_text(data.get("mountinfo"), source, start)
     # A multi-line TOML string starting right after `mountinfo = """` begins on the next line.
     first = (start or 0) + 1
     mounts = tuple(mountinfo.parse(info, source, first))
-    targets = data.get("targets", [])
-    if not isinstance(targets, list):
-        raise DumpError(source, line_of(text, "[[targets]]"), "'targets' must be an array of tables")
-    parsed = []
-    for index, raw in enumerate(targets):
-        target = _target(raw, source, text, index)
-        parsed.append(Target(target.id, target.kind, target.mount, target.path, target.to, line_of(text, f'"{target.id}"')))
+    raw_targets = data.get("targets", [])
+    lines = _toml_target_lines(text) if isinstance(raw_targets, list) else []
+    targets = _targets(raw_targets, source, text, lines, "an array of tables ([[targets]])")
     expect = data.get("expect", {})
-    return Dump(source, info, mounts, tuple(parsed), _file_mounts(data.get("file_mounts"), source),
+    return Dump(source, info, mounts, targets, _file_mounts(data.get("file_mounts"), source, text),
                 str(data.get("title", "")), expect if isinstance(expect, dict) else {})
 
 
@@ -135,7 +202,7 @@ def parse_target_option(option: str, index: int) -> Target:
     """MOUNT:PATH[:KIND], KIND one of the target kinds; mount-source takes its destination as KIND=TO."""
     where = f"--target {option}"
     mount_text, _, rest = option.partition(":")
-    if not mount_text.isdigit() or not rest:
+    if not (mount_text.isascii() and mount_text.isdigit() and len(mount_text) <= 18) or not rest:
         raise TargetError(where, None, "expected MOUNT:PATH[:KIND], MOUNT a mount id")
     kind, to = "open", None
     path = rest
@@ -162,10 +229,7 @@ def load(path: str, target_options: tuple[str, ...] | list[str] = ()) -> Dump:
         if source.endswith(".toml"):
             dump = from_toml(text, source)
         elif stripped.startswith("{"):
-            try:
-                data_json = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise DumpError(source, err.lineno, f"not valid JSON: {err.msg}") from None
+            data_json = load_json(text, source)
             if not isinstance(data_json, dict):
                 raise DumpError(source, 1, "expected a JSON object")
             if data_json.get("magic") == "MNTS":
@@ -186,5 +250,5 @@ def load(path: str, target_options: tuple[str, ...] | list[str] = ()) -> Dump:
             while f"t{number}" in taken:
                 number += 1
             extra.append(parse_target_option(option, number))
-        dump = Dump(dump.source, dump.mountinfo, dump.mounts, dump.targets + tuple(extra), dump.file_mounts, dump.title, dump.expect)
+        dump = dataclasses.replace(dump, targets=dump.targets + tuple(extra))
     return dump

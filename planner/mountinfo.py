@@ -9,7 +9,7 @@ from planner.errors import MountinfoError
 
 # The kernel escapes these four bytes in root, mountpoint and source (fs/proc_namespace.c mangle()).
 _MANGLED = {" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}
-_ESCAPE = re.compile(r"\\([0-7]{3})")
+_ESCAPE = re.compile(r"\\([0-3][0-7]{2})")  # one byte, \000 to \377
 _DELETED = " (deleted)"
 
 
@@ -61,12 +61,17 @@ class Mount:
         return "unbindable" in self.optional
 
 
+def _quote(text: str, limit: int = 80) -> str:
+    """repr() of a field, cut short: a message stays one readable line whatever the input."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
 def unescape(text: str, what: str, source: str, line_no: int) -> str:
     if "\\" not in text:
         return text
     stray = _ESCAPE.sub("", text)
     if "\\" in stray:
-        raise MountinfoError(source, line_no, f"bad escape in {what}: {text!r} (the kernel writes \\ooo octal)")
+        raise MountinfoError(source, line_no, f"bad escape in {what}: {_quote(text)} (the kernel writes \\ooo octal, \\000 to \\377)")
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
 
 
@@ -76,7 +81,9 @@ def escape(text: str) -> str:
 
 def _int_field(text: str, what: str, source: str, line_no: int) -> int:
     if not text.isdigit() or not text.isascii():
-        raise MountinfoError(source, line_no, f"{what} is not a number: {text!r}")
+        raise MountinfoError(source, line_no, f"{what} is not a number: {_quote(text)}")
+    if len(text) > 18:  # ids and device numbers are at most 64-bit
+        raise MountinfoError(source, line_no, f"{what} is too large: {_quote(text)}")
     return int(text)
 
 
@@ -97,12 +104,12 @@ def parse_line(line: str, source: str = "<mountinfo>", line_no: int = 1) -> Moun
     parent_id = _int_field(fields[1], "parent id", source, line_no)
     major_text, colon, minor_text = fields[2].partition(":")
     if not colon:
-        raise MountinfoError(source, line_no, f"major:minor expected, got {fields[2]!r}")
+        raise MountinfoError(source, line_no, f"major:minor expected, got {_quote(fields[2])}")
     major = _int_field(major_text, "major", source, line_no)
     minor = _int_field(minor_text, "minor", source, line_no)
     # root need not be a path: nsfs shows 'mnt:[4026532659]'.
     if not fields[4].startswith("/"):
-        raise MountinfoError(source, line_no, f"mount point is not an absolute path: {fields[4]!r}")
+        raise MountinfoError(source, line_no, f"mount point is not an absolute path: {_quote(fields[4])}")
     mountpoint = unescape(fields[4], "mount point", source, line_no)
     deleted = mountpoint.endswith(_DELETED)
     if deleted:

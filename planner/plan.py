@@ -9,6 +9,7 @@ back in exact reverse order, only when a target needs one of them in place.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 from planner.analysis import Analysis, TargetFinding, analyze
@@ -84,6 +85,18 @@ class _Planner:
             raise PlanRefused(f"{step.op} {step.mount if step.mount is not None else ''}: {err}") from None
         self.steps.append(step)
 
+    def check_yard(self) -> None:
+        """The yard must not ride in a mount that moves: a move into itself is ELOOP."""
+        ns = self.session.ns
+        chain = ns.chain(ns.walk(self.yard).mount) or []
+        for mount in chain:
+            needers = self.needed_by.get(mount)
+            if needers:
+                raise PlanRefused(
+                    f"yard {self.yard} would lie in mount {mount}, which must move for {needers[0]}; "
+                    "choose --yard on a mount that stays in place"
+                )
+
     def slot(self) -> str:
         if not self.yard_made:
             self.emit(Step("yard-create", path=self.yard, why="a private place to park covering mounts"))
@@ -91,10 +104,10 @@ class _Planner:
         self.slots += 1
         return join(self.yard, f"/{self.slots - 1}")
 
-    def obstacle(self, finding: TargetFinding) -> str | None:
-        """The path where the walk to the target leaves its ancestor chain, or None when it arrives."""
+    def obstacle(self, finding: TargetFinding, chain: list[int]) -> tuple[str, int] | None:
+        """Where the walk to the target leaves its ancestor chain `chain` (root first), and the mount
+        that path names (the top of the stack there); None when the walk arrives."""
         ns = self.session.ns
-        chain = [m.mount_id for m in self.tree.chain(finding.target.mount)]
         path = finding.target.path
         mount, base, rel, depth = ns.root, ns.root_path, "", 0
         parts = relative(path, ns.root_path).split("/")[1:]
@@ -105,20 +118,21 @@ class _Planner:
                     mount, base, rel, depth = stack[-1], join(base, rel), "", depth + 1
                     stack = ns.children.get((mount, ""))
                 else:
-                    return join(base, rel)
+                    # What mount_at(that path) would say, without walking it again.
+                    return join(base, rel), ns.top_of(stack[-1])
             if not parts:
                 if mount != chain[-1]:
                     raise PlanRefused(f"target {finding.target.id}: its mount {finding.target.mount} is not in place")
                 return None
             rel = rel + "/" + parts.pop(0)
 
-    def move_aside(self, path: str, finding: TargetFinding, covering: int) -> None:
+    def move_aside(self, path: str, mount: int, finding: TargetFinding, covering: int) -> None:
+        """Move `mount`, the mount `path` names, into a new yard slot."""
         ns = self.session.ns
-        mount = ns.mount_at(path)
-        parent = ns.mounts[mount].parent
+        parent = ns.parent[mount]
         assert parent is not None
         target = finding.target
-        if ns.mounts[parent].group is not None:
+        if ns.group[parent] is not None:
             self.keep_group(parent, mount, target)
         needers = self.needed_by.get(covering, [target.id])
         names = ", ".join(needers[:5]) + (f" and {len(needers) - 5} more" if len(needers) > 5 else "")
@@ -146,7 +160,7 @@ class _Planner:
                 f"target {target.id}: mount {mount}'s parent {parent} is shared, and no path names it "
                 f"(mount {on_top} is on top of its root), so it cannot be made private for the move"
             )
-        group = ns.mounts[parent].group
+        group = ns.group[parent]
         slot = self.slot()
         self.emit(Step("keeper-bind", mount=parent, src=home, to=slot,
                        why=f"mount {parent} is shared (peer group {group}): a keeper holds its place in the group"))
@@ -167,20 +181,25 @@ class _Planner:
 
     def reach(self, finding: TargetFinding) -> None:
         target = finding.target
-        chain = {m.mount_id for m in self.tree.chain(target.mount)}
-        # A target whose own mount rides inside a moved subtree needs that move undone first.
-        while not self.moved_out.isdisjoint(chain):
+        # The chain as it stands now, not as dumped: a legacy shadow sibling that came back
+        # lies stacked on its lower sibling. A target whose own mount rides inside a moved
+        # subtree needs that move undone first.
+        chain = self.session.ns.chain(target.mount)
+        while chain is None:
+            if not self.out:
+                raise PlanRefused(f"target {target.id}: its mount {target.mount} does not hang from the root")
             self.put_back()
+            chain = self.session.ns.chain(target.mount)
         expected = set(finding.movers)
         for _ in range(len(self.tree.mounts) + 1):
-            path = self.obstacle(finding)
-            if path is None:
+            found = self.obstacle(finding, chain)
+            if found is None:
                 break
-            mount = self.session.ns.mount_at(path)
+            path, mount = found
             if mount not in expected:
                 raise PlanRefused(f"target {target.id}: mount {mount} at {path} is in the way but the analysis did not expect it")
             covering = next((m for m in finding.movers if m == mount or m in self._stacked_under(mount)), mount)
-            self.move_aside(path, finding, covering)
+            self.move_aside(path, mount, finding, covering)
         why = "not hidden" if not finding.hidden else f"now reachable in mount {target.mount}"
         self.emit(Step(target.kind, mount=target.mount, path=target.path, to=target.to, target=target.id, why=why))
 
@@ -200,14 +219,50 @@ class _Planner:
 
 
 def target_order(analysis: Analysis) -> list[TargetFinding]:
-    """Targets whose own chain runs through mounts others must move go first, so those move once."""
-    movers = {m for f in analysis.targets for m in f.movers}
+    """A target whose own chain runs through a mount others must move goes before them, so that
+    mount moves once: a topological order over "a's chain holds m, b must move m" (a before b).
+
+    The graph goes through the contested mounts (target -> mount -> target), so it stays as big
+    as the chains and mover lists, never targets squared. Where the constraints form a cycle,
+    the earliest waiting target goes next and its conflicts cost a re-move.
+    """
     tree = analysis.tree
-
-    def entangled(finding: TargetFinding) -> int:
-        return sum(1 for m in tree.chain(finding.target.mount) if m.mount_id in movers)
-
-    return sorted(analysis.targets, key=lambda f: -entangled(f))
+    findings = list(analysis.targets)
+    movers = {m for f in findings for m in f.movers}
+    holders: dict[int, list[int]] = {}  # contested mount -> targets whose chain holds it
+    for index, finding in enumerate(findings):
+        for mount in tree.chain(finding.target.mount):
+            if mount.mount_id in movers:
+                holders.setdefault(mount.mount_id, []).append(index)
+    blocked_by = [sum(1 for m in f.movers if m in holders) for f in findings]
+    waiting_on = {m: len(h) for m, h in holders.items()}
+    needers: dict[int, list[int]] = {}
+    for index, finding in enumerate(findings):
+        for mover in finding.movers:
+            if mover in holders:
+                needers.setdefault(mover, []).append(index)
+    ready = [i for i, n in enumerate(blocked_by) if n == 0]
+    heapq.heapify(ready)
+    done = [False] * len(findings)
+    order: list[TargetFinding] = []
+    while len(order) < len(findings):
+        if not ready:  # a cycle: take the earliest target still waiting
+            heapq.heappush(ready, next(i for i, d in enumerate(done) if not d))
+        index = heapq.heappop(ready)
+        if done[index]:
+            continue
+        done[index] = True
+        order.append(findings[index])
+        for mount in tree.chain(findings[index].target.mount):
+            if mount.mount_id not in waiting_on:
+                continue
+            waiting_on[mount.mount_id] -= 1
+            if waiting_on[mount.mount_id] == 0:
+                for needer in needers.get(mount.mount_id, ()):
+                    blocked_by[needer] -= 1
+                    if blocked_by[needer] == 0 and not done[needer]:
+                        heapq.heappush(ready, needer)
+    return order
 
 
 def make_plan(
@@ -224,6 +279,7 @@ def make_plan(
             if mount.deleted:
                 raise PlanRefused(f"target {finding.target.id}: mount {mount.mount_id}'s mount point was deleted; no path reaches it")
     planner = _Planner(tree, analysis, yard, kernel)
+    planner.check_yard()
     for finding in target_order(analysis):
         planner.reach(finding)
     planner.finish()

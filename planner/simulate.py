@@ -8,8 +8,9 @@ parent's mountpoint), so a move carries a whole subtree for free.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import weakref
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from planner.paths import is_under, join, relative
 from planner.tree import MountTree
@@ -17,18 +18,6 @@ from planner.tree import MountTree
 
 class SimError(Exception):
     """A step the kernel would refuse, or that does not do what it says."""
-
-
-@dataclass
-class SimMount:
-    id: int
-    parent: int | None
-    rel: str  # mountpoint relative to the parent's mountpoint
-    group: int | None  # peer group when shared
-    master: int | None  # the group this mount is a slave of
-    dev: str
-    root: str
-    label: str
 
 
 @dataclass(frozen=True)
@@ -40,23 +29,78 @@ class Landing:
     base: str  # the absolute path at which the walk entered `mount`
 
 
+Children = dict[tuple[int, str], tuple[int, ...]]
+
+
+class _Start(NamedTuple):
+    parent: dict[int, int | None]
+    rel: dict[int, str]
+    group: dict[int, int | None]
+    master: dict[int, int | None]
+    children: Children
+
+
+# The dumped tree as a namespace holds it before any step, per tree. make_plan builds two
+# namespaces over one tree (the planner's, then check_plan's), and on a 1e5-mount tree
+# working this out is most of their setup; each Namespace copies these dicts, whose values
+# are immutable, so nothing is shared that a step could change. Weak keys: the entry goes
+# with its tree (a MountTree is not changed after it is built).
+_starts: weakref.WeakKeyDictionary[MountTree, _Start] = weakref.WeakKeyDictionary()
+
+
+def _start_of(tree: MountTree) -> _Start:
+    start = _starts.get(tree)
+    if start is None:
+        parents: dict[int, int | None] = {tree.root.mount_id: None}
+        rels: dict[int, str] = {tree.root.mount_id: ""}
+        children: Children = {}
+        # From the tree's own index, which already groups mounts by place in stacking order.
+        for (parent_id, mountpoint), ids in tree.children_at.items():
+            rel = relative(mountpoint, tree.by_id[parent_id].mountpoint)
+            children[(parent_id, rel)] = ids
+            for mount_id in ids:
+                parents[mount_id], rels[mount_id] = parent_id, rel
+        start = _starts[tree] = _Start(
+            parents,
+            rels,
+            {m.mount_id: m.shared for m in tree.mounts},
+            {m.mount_id: m.master for m in tree.mounts},
+            children,
+        )
+    return start
+
+
 class Namespace:
+    """Mounts by id, each property in its own dict of plain values.
+
+    Not one object per mount: a copy of a few dicts is the whole setup cost, and
+    plain ints and strings give the garbage collector nothing to scan (on a 1e5-mount
+    tree objects per mount cost more in collections than in building them).
+    parent[m] is None for the root and for a mount not attached anywhere.
+    """
+
     def __init__(self, tree: MountTree) -> None:
-        self.mounts: dict[int, SimMount] = {}
-        self.children: dict[tuple[int, str], list[int]] = defaultdict(list)
+        start = _start_of(tree)
+        self.parent = dict(start.parent)
+        self.rel = dict(start.rel)  # mountpoint relative to the parent's mountpoint
+        self.group = dict(start.group)  # peer group when shared
+        self.master = dict(start.master)  # the group this mount is a slave of
+        self.labels: dict[int, str] = {}  # names of the mounts the plan creates
+        self.children: Children = dict(start.children)
         self.root = tree.root.mount_id
-        for mount in tree.mounts:
-            is_root = mount is tree.root
-            parent = None if is_root else tree.by_id[mount.parent_id]
-            rel = "" if parent is None else relative(mount.mountpoint, parent.mountpoint)
-            self.mounts[mount.mount_id] = SimMount(
-                mount.mount_id, None if parent is None else parent.mount_id, rel, mount.shared, mount.master,
-                mount.dev, mount.root, f"mount {mount.mount_id}",
-            )
-            if parent is not None:
-                self.children[(parent.mount_id, rel)].append(mount.mount_id)
         self.root_path = tree.root.mountpoint
         self._next_id = -1
+
+    def add(self, label: str, group: int | None = None, master: int | None = None) -> int:
+        """A new, unattached mount (yard, keeper, bind mount); its id is negative."""
+        mount_id = self.new_id()
+        self.parent[mount_id], self.rel[mount_id] = None, ""
+        self.group[mount_id], self.master[mount_id] = group, master
+        self.labels[mount_id] = label
+        return mount_id
+
+    def label(self, mount_id: int) -> str:
+        return self.labels.get(mount_id) or f"mount {mount_id}"
 
     def new_id(self) -> int:
         self._next_id -= 1
@@ -83,34 +127,54 @@ class Namespace:
         parts = []
         current = mount_id
         while current != self.root:
-            node = self.mounts[current]
-            if node.parent is None:
+            parent = self.parent[current]
+            if parent is None:
                 return None
-            parts.append(node.rel)
-            current = node.parent
+            parts.append(self.rel[current])
+            current = parent
         return join(self.root_path, "".join(reversed(parts)))
 
+    def chain(self, mount_id: int) -> list[int] | None:
+        """The mounts from the root down to `mount_id` as they stand now, or None when the
+        mount does not hang from the root through dumped mounts (it rides in the yard)."""
+        out = []
+        current: int | None = mount_id
+        while current is not None and current >= 0:
+            out.append(current)
+            if current == self.root:
+                out.reverse()
+                return out
+            current = self.parent[current]
+        return None
+
     def detach(self, mount_id: int) -> None:
-        node = self.mounts[mount_id]
-        assert node.parent is not None
-        self.children[(node.parent, node.rel)].remove(mount_id)
-        if not self.children[(node.parent, node.rel)]:
-            del self.children[(node.parent, node.rel)]
-        node.parent = None
+        parent = self.parent[mount_id]
+        assert parent is not None
+        place = (parent, self.rel[mount_id])
+        left = tuple(other for other in self.children[place] if other != mount_id)
+        if left:
+            self.children[place] = left
+        else:
+            del self.children[place]
+        self.parent[mount_id] = None
 
     def attach(self, mount_id: int, path: str) -> Landing:
         """Attach on top of whatever `path` leads to now, as mount(2) and move_mount(2) do."""
         landing = self.walk(path)
-        node = self.mounts[mount_id]
-        node.parent, node.rel = landing.mount, landing.rel
-        self.children[(landing.mount, landing.rel)].append(mount_id)
+        self.attach_at(mount_id, landing)
         return landing
+
+    def attach_at(self, mount_id: int, landing: Landing) -> None:
+        """Attach where a walk just ended (a caller that has looked at the landing need not walk twice)."""
+        self.parent[mount_id], self.rel[mount_id] = landing.mount, landing.rel
+        place = (landing.mount, landing.rel)
+        self.children[place] = self.children.get(place, ()) + (mount_id,)
 
     def mount_at(self, path: str) -> int:
         """The mount whose root `path` names, as `mount --move PATH` needs; SimError if none."""
         landing = self.walk(path)
         if landing.rel:
-            raise SimError(f"{path} is not a mount point (it leads inside {self.mounts[landing.mount].label})")
+            raise SimError(f"{path} is not a mount point (it leads inside {self.label(landing.mount)})")
         return landing.mount
 
     def in_subtree(self, mount_id: int, top: int) -> bool:
@@ -118,7 +182,7 @@ class Namespace:
         while current is not None:
             if current == top:
                 return True
-            current = self.mounts[current].parent
+            current = self.parent[current]
         return False
 
     def top_of(self, mount_id: int) -> int:
@@ -138,13 +202,11 @@ class Namespace:
         lands on the top of the lower one's stack, and the walk is unchanged.
         """
         out: dict[int, tuple[int | None, str, int | None, int | None]] = {}
-        root = self.mounts[self.root]
-        out[self.root] = (None, "", root.group, root.master)
+        out[self.root] = (None, "", self.group[self.root], self.master[self.root])
         for (parent, rel), ids in self.children.items():
             for position, mount_id in enumerate(ids):
-                node = self.mounts[mount_id]
                 if position == 0:
-                    out[mount_id] = (parent, rel, node.group, node.master)
+                    out[mount_id] = (parent, rel, self.group[mount_id], self.master[mount_id])
                 else:
-                    out[mount_id] = (self.top_of(ids[position - 1]), "", node.group, node.master)
+                    out[mount_id] = (self.top_of(ids[position - 1]), "", self.group[mount_id], self.master[mount_id])
         return out

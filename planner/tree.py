@@ -13,6 +13,8 @@ from planner.paths import is_under, prefixes, relative
 class MountTree:
     """Mounts by id, children by (parent, mountpoint) in stacking order.
 
+    `children_at` holds mount ids (tuples), `children` the Mount records.
+
     Mounts on one mountpoint of one parent are legacy shadow siblings: the one
     listed later in mountinfo is on top. Modern kernels stack instead (the later
     mount's parent is the earlier one, same mountpoint).
@@ -38,10 +40,18 @@ class MountTree:
             raise DumpError(
                 source,
                 roots[1].line_no,
-                f"two root mounts ({roots[0].mount_id} and {roots[1].mount_id}): parent {roots[1].parent_id} is not in the table",
+                f"two root mounts ({roots[0].mount_id} and {roots[1].mount_id}): "
+                + (f"mount {roots[1].mount_id} is its own parent" if roots[1].parent_id == roots[1].mount_id
+                   else f"parent {roots[1].parent_id} is not in the table"),
             )
         self.root = roots[0]
-        self.children_at: dict[tuple[int, str], list[Mount]] = defaultdict(list)
+        if self.root.mountpoint != "/":
+            # mountinfo shows paths from the process's root, so the root mount is always at /.
+            raise DumpError(source, self.root.line_no, f"root mount {self.root.mount_id} is at {self.root.mountpoint}, not /")
+        # Ids in tuples, not Mounts in lists: the GC stops tracking a tuple of ints, and on a
+        # 1e5-mount host a list per place cost more in collections than the build itself.
+        self.children_at: dict[tuple[int, str], tuple[int, ...]] = {}
+        crowded: dict[tuple[int, str], list[int]] = {}  # places holding several mounts, while building
         self.children: dict[int, list[Mount]] = defaultdict(list)
         for mount in self.mounts:
             if mount is self.root:
@@ -53,15 +63,23 @@ class MountTree:
                     mount.line_no,
                     f"mount {mount.mount_id} at {mount.mountpoint} is not under its parent {parent.mount_id} at {parent.mountpoint}",
                 )
-            self.children_at[(parent.mount_id, mount.mountpoint)].append(mount)
+            place = (parent.mount_id, mount.mountpoint)
+            if place not in self.children_at:
+                self.children_at[place] = (mount.mount_id,)
+            else:
+                crowded.setdefault(place, list(self.children_at[place])).append(mount.mount_id)
             self.children[parent.mount_id].append(mount)
+        for place, ids in crowded.items():
+            self.children_at[place] = tuple(ids)
         self.top_down = self._parents_first()
 
     def _parents_first(self) -> list[Mount]:
         ordered = [self.root]
         index = 0
         while index < len(ordered):
-            ordered.extend(self.children[ordered[index].mount_id])
+            # get(), not [], so that the defaultdict stores no empty list for each leaf mount:
+            # on a big host that is most mounts, and each list is one more object for the GC to scan.
+            ordered.extend(self.children.get(ordered[index].mount_id, ()))
             index += 1
         if len(ordered) != len(self.mounts):
             reached = {m.mount_id for m in ordered}
@@ -87,7 +105,8 @@ class MountTree:
     def stack_on(self, mount: Mount) -> list[Mount]:
         """Mounts stacked on `mount`'s root, bottom-up, each followed by its own stack."""
         out: list[Mount] = []
-        for child in self.children_at.get((mount.mount_id, mount.mountpoint), ()):
+        for child_id in self.children_at.get((mount.mount_id, mount.mountpoint), ()):
+            child = self.by_id[child_id]
             out.append(child)
             out.extend(self.stack_on(child))
         return out
@@ -98,7 +117,7 @@ class MountTree:
         for prefix in prefixes(path, self.root.mountpoint, path) if is_under(path, self.root.mountpoint) else []:
             stack = self.children_at.get((mount.mount_id, prefix))
             while stack:
-                mount = stack[-1]
+                mount = self.by_id[stack[-1]]
                 stack = self.children_at.get((mount.mount_id, prefix))
         return mount
 

@@ -92,11 +92,29 @@ def test_slave_parent_needs_no_keeper() -> None:
 
 
 def test_yard_under_a_shared_mount_is_refused() -> None:
-    tree = tree_of("1 0 8:1 / / rw shared:1 - ext4 /dev/vda rw", "2 1 0:40 / /a rw - tmpfs a rw", "3 2 0:41 / /a rw - tmpfs b rw")
+    tree = tree_of("1 0 8:1 / / rw shared:1 - ext4 /dev/vda rw", "2 1 0:40 / /a rw - tmpfs a rw", "3 2 0:41 / /a rw - tmpfs b rw",
+                   "4 1 0:42 / /run rw - tmpfs run rw")
     with pytest.raises(PlanRefused, match="shared: copies would propagate"):
         make_plan(tree, targets_of(("open", 2, "/a/f")))
-    plan = make_plan(tree, targets_of(("open", 2, "/a/f")), yard="/a/yard")
+    plan = make_plan(tree, targets_of(("open", 2, "/a/f")), yard="/run/yard")
     assert plan.moves == 1
+
+
+def test_a_yard_inside_a_mount_that_must_move_is_refused() -> None:
+    # The kernel refuses to move a mount into its own subtree (ELOOP).
+    tree = tree_of(ROOT, "2 1 0:40 / /a rw - tmpfs a rw", "3 2 0:41 / /a rw - tmpfs b rw")
+    with pytest.raises(PlanRefused, match="yard /a/yard would lie in mount 3, which must move for t1"):
+        make_plan(tree, targets_of(("open", 2, "/a/f")), yard="/a/yard")
+
+
+def test_a_legacy_sibling_that_came_back_is_reached_where_it_now_lies() -> None:
+    # 2 and 3 are shadow siblings on /a (3 on top); t1 needs 3 out, t3 needs both out, and 3
+    # comes back stacked on 2, where t2 (in 3) must then be reached.
+    tree = tree_of(ROOT, "2 1 0:40 / /a rw - tmpfs a rw", "3 1 0:41 / /a rw - tmpfs b rw")
+    targets = targets_of(("open", 2, "/a/f"), ("open", 3, "/a/g"), ("open", 1, "/a/x"))
+    plan = make_plan(tree, targets)
+    assert check_plan(tree, targets, list(plan.steps)) == []
+    assert plan.moves == plan.lower_bound == 2
 
 
 def test_deleted_mountpoint_is_refused() -> None:
