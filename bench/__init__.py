@@ -1,0 +1,1 @@
+"""Benchmarks: planner cost on generated big hosts, executor overhead against bare syscalls (make bench)."""
