@@ -7,8 +7,20 @@ Paths in steps are resolved from the replica's root with openat2
 RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS; '.' and '..'
 components are refused. A path names the topmost mount there, and each step
 that names a mount checks that the kernel agrees (live mount id mapped back to
-the dump's). Targets are checked with the kernel's own answers: fdinfo mnt_id,
-statx STATX_MNT_ID, sock_diag, /proc/self/maps and map_files, mountinfo.
+the dump's). Targets are checked with the kernel's own answers: statx
+STATX_MNT_ID (the same id fdinfo's mnt_id gives), sock_diag, /proc/self/maps
+and map_files, mountinfo.
+
+The hot steps are kept to the syscalls their checks need (see `Executor.prepare`):
+- move-aside: openat2 `from` (O_PATH), statx on that fd (mount id: the step's
+  mount? and file or directory), move_mount by that fd into the slot, named
+  relative to the yard's own mount fd, statx of the slot (is the mount there now);
+- move-back: openat2 `from`, statx on it, openat2 `to`, move_mount fd to fd,
+  close both and the fd the move-aside kept, statx of `to` (is the mount there now);
+- open: openat2 the path, statx on the new fd (mount id, device and inode).
+Slot directories are made once, at yard-create, in the yard's tmpfs before it is
+attached, and go away with it at yard-remove; mountinfo is read only at the start
+and the end (and to explain a failure).
 
 Report (a plain dict, see `execute`):
   ok, steps_run, failed_step {index, op, errno, errno_name, reason, step} | None,
@@ -43,6 +55,9 @@ from planner.targets import Target
 
 _RESOLVE = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS
 _MOVE = kernel.MOVE_MOUNT_F_EMPTY_PATH | kernel.MOVE_MOUNT_T_EMPTY_PATH
+_O_PATH = os.O_PATH | os.O_NOFOLLOW
+_O_OPEN = os.O_RDONLY | os.O_NOFOLLOW
+_SLOT_OPS = ("move-aside", "keeper-bind")  # the steps that put a mount into a yard slot
 _SUN_PATH_MAX = 107  # sizeof(sun_path) - 1 for the NUL
 
 
@@ -50,12 +65,22 @@ class Mismatch(Exception):
     """A step ran but the kernel's answer is not what the plan promised."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Aside:
     mount: int
     origin: str
     slot: str
     fd: int  # O_PATH on the moved mount's root: it names the mount wherever it sits
+    made: bool = False  # a slot made for this move outside any yard: removed when the mount comes back
+
+
+@dataclass(slots=True)
+class _Yard:
+    path: str
+    fd: int  # the yard tmpfs's own mount fd (slots are named from it); -1 once closed
+    made: bool  # its directory was made by the executor, and goes with it
+    slots: dict[str, bool]  # slot name -> is a directory (not a file)
+    live: int = -1  # its live mount id
 
 
 @dataclass
@@ -75,13 +100,30 @@ class _Journal:
                 return item
         return None
 
+    def pop_aside(self, mount: object) -> _Aside | None:
+        """The move-aside of `mount`: in a plan's bracket order, the newest entry."""
+        entries = self.entries
+        if entries:
+            kind, item = entries[-1]
+            if kind == "aside" and item.mount == mount:
+                entries.pop()
+                return item  # type: ignore[no-any-return]
+        found: _Aside | None = self.pop("aside", lambda a: a.mount == mount)
+        return found
+
 
 def _clean(path: object, what: str) -> str:
     if not isinstance(path, str) or not path.startswith("/"):
         raise Mismatch(f"{what} {path!r} is not an absolute path")
-    if any(p in (".", "..") for p in path.split("/")):
+    # A '.' or '..' component: path starts with '/', so each component follows a '/'.
+    if "/./" in path or "/../" in path or path.endswith(("/.", "/..")):
         raise Mismatch(f"{what} {path!r} has a '.' or '..' component (refused: paths must not climb)")
     return path
+
+
+def _rel(path: str) -> str:
+    """A clean absolute path as openat2 takes it from the root fd."""
+    return path.lstrip("/") or "."
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -99,10 +141,30 @@ class Executor:
         self.journal = _Journal()
         self.results: dict[str, dict[str, object]] = {}
         self.keepers: dict[int, tuple[int, str, int]] = {}  # parent dump id -> (keeper live id, path, fd)
-        self.yards: dict[str, int] = {}  # path -> live id of the yard tmpfs
+        self.yards: dict[str, _Yard] = {}  # the yards this executor attached and has not removed, by path
         self.created: dict[int, dict[str, object]] = {}  # live id -> mount made by a mount-source step
         self.kept: list[object] = []  # fds, sockets and maps the targets hold open
         self.yard_paths: list[str] = []
+        self.planned_slots: dict[str, list[str]] = {}  # yard path -> slot names the plan moves mounts into
+        self.ops: dict[str, Callable[[int, Mapping[str, Any]], None]] = {
+            op: getattr(self, method) for op, method in _OPS.items()
+        }
+
+    def prepare(self, steps: Iterable[Mapping[str, Any]]) -> None:
+        """Read the plan ahead: its yards, and the slot each will need, made once at yard-create.
+
+        Optional: without it a slot is made when a mount first moves into it.
+        """
+        steps = list(steps)
+        self.yard_paths = [s["path"] for s in steps if s.get("op") == "yard-create" and isinstance(s.get("path"), str)]
+        slots: dict[str, dict[str, None]] = {path: {} for path in self.yard_paths}
+        for s in steps:
+            to = s.get("to")
+            if s.get("op") in _SLOT_OPS and isinstance(to, str):
+                head, _, name = to.rpartition("/")
+                if head in slots and name not in ("", ".", ".."):
+                    slots[head][name] = None
+        self.planned_slots = {path: list(names) for path, names in slots.items()}
 
     # --- resolution -------------------------------------------------------------------
 
@@ -176,53 +238,110 @@ class Executor:
 
     def run_step(self, index: int, step: Mapping[str, Any]) -> None:
         op = step.get("op")
-        action = getattr(self, "op_" + str(op).replace("-", "_"), None)
+        action = self.ops.get(op) if isinstance(op, str) else None
         if action is None:
             raise Mismatch(f"unknown op {op!r}")
         action(index, step)
 
     def op_yard_create(self, index: int, step: Mapping[str, Any]) -> None:
         path = _clean(step["path"], "yard")
+        if path in self.yards:
+            raise Mismatch(f"yard {path} is already there")
         made = self.make_dir(path)
-        spot = self.resolve(path, os.O_PATH | os.O_DIRECTORY)
-        yard = kernel.new_tmpfs({"mode": "0700"})
         try:
-            kernel.attach(yard, spot)
-            # Whatever the parent is, the yard itself never propagates moves into it.
-            kernel.mount_setattr(yard, "", kernel.AT_EMPTY_PATH, propagation=kernel.MS_PRIVATE)
-            live = kernel.statx_mount_id(yard)[0]
-        finally:
-            os.close(yard)
-            os.close(spot)
-        self.yards[path] = live
-        self.journal.push("yard", (path, live, made))
+            fd = kernel.new_tmpfs({"mode": "0700"})
+            try:
+                # Every slot the plan names, made while the yard is still detached: no mkdir per move.
+                slots = {}
+                for name in self.planned_slots.get(path, ()):
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    slots[name] = True
+                spot = self.resolve(path, os.O_PATH | os.O_DIRECTORY)
+                try:
+                    kernel.attach(fd, spot)
+                finally:
+                    os.close(spot)
+            except BaseException:
+                os.close(fd)
+                raise
+        except BaseException:
+            if made:
+                self._remove_quietly(path)
+            raise
+        yard = _Yard(path, fd, made, slots)
+        self.yards[path] = yard
+        self.journal.push("yard", yard)
+        # Whatever the parent is, the yard itself never propagates moves into it.
+        kernel.mount_setattr(fd, "", kernel.AT_EMPTY_PATH, propagation=kernel.MS_PRIVATE)
+        yard.live = kernel.statx_ids(fd)[0]
 
     def op_yard_remove(self, index: int, step: Mapping[str, Any]) -> None:
         path = _clean(step["path"], "yard")
-        live = self.yards.get(path)
+        yard = self.yards.get(path)
         fd = self.resolve(path)
         try:
-            got = kernel.statx_mount_id(fd)[0]
+            got = kernel.statx_ids(fd)[0]
         finally:
             os.close(fd)
-        if live is None or got != live:
+        if yard is None or got != yard.live:
             raise Mismatch(f"{path} is mount {self.replica.key(got)}, not a yard this plan created")
-        kernel.umount2(path, kernel.UMOUNT_NOFOLLOW)
-        entry = self.journal.pop("yard", lambda item: item[0] == path)
+        self._close_yard(yard)  # an open fd on the yard would make it busy
+        kernel.umount2(path, kernel.UMOUNT_NOFOLLOW)  # its slots go with its tmpfs
+        self.journal.pop("yard", lambda item: item is yard)
         del self.yards[path]
-        if entry is not None and entry[2]:
+        if yard.made:
             self.remove_dir(path)
+
+    @staticmethod
+    def _close_yard(yard: _Yard) -> None:
+        if yard.fd >= 0:
+            fd, yard.fd = yard.fd, -1
+            os.close(fd)
+
+    def _remove_quietly(self, path: str) -> None:
+        try:
+            self.remove_dir(path)
+        except OSError:
+            pass
+
+    def _slot(self, dest: str) -> tuple[_Yard | None, str]:
+        """The yard `dest` is a slot of (and the slot's name), or None when it is no such slot."""
+        head, _, name = dest.rpartition("/")
+        yard = self.yards.get(head)
+        if yard is None or yard.fd < 0 or name == "":
+            return None, name
+        return yard, name
+
+    @staticmethod
+    def _make_slot(yard: _Yard, name: str, is_dir: bool) -> None:
+        """A slot of the right kind: a file mount (a file-on-file bind) can only sit on a file."""
+        have = yard.slots.get(name)
+        if have is not None:
+            if have:
+                os.rmdir(name, dir_fd=yard.fd)
+            else:
+                os.unlink(name, dir_fd=yard.fd)
+            del yard.slots[name]
+        if is_dir:
+            os.mkdir(name, 0o700, dir_fd=yard.fd)
+        else:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=yard.fd))
+        yard.slots[name] = is_dir
 
     def _move(self, fd: int, dest: str) -> None:
         to = self.resolve(dest, os.O_PATH)
         try:
-            kernel.move_mount(fd, "", to, "", _MOVE)
+            self._move_fd(fd, to, "", _MOVE)
+        finally:
+            os.close(to)
+
+    def _move_fd(self, fd: int, to_fd: int, to_path: str, flags: int) -> None:
+        try:
+            kernel.move_mount(fd, "", to_fd, to_path, flags)
         except OSError as exc:
             if exc.errno == errno_mod.EINVAL:
                 raise OSError(exc.errno, f"{exc.strerror}{self._why_einval(fd)}") from exc
             raise
-        finally:
-            os.close(to)
 
     def _why_einval(self, fd: int) -> str:
         """The do_move_mount (fs/namespace.c) reasons for EINVAL we can see from here."""
@@ -239,14 +358,8 @@ class Executor:
             )
         return ""
 
-    def _check_top(self, mount: int, path: str) -> None:
-        fd = self.resolve(path)
-        try:
-            got = self.key_of_fd(fd)
-        finally:
-            os.close(fd)
-        if got != mount:
-            raise Mismatch(f"after the move {path} names mount {got}, not {mount}")
+    def _mismatch(self, path: str, live: int, mount: object) -> Mismatch:
+        return Mismatch(f"{path} names mount {self.replica.key(live)}, the step says {mount}")
 
     def op_move_aside(self, index: int, step: Mapping[str, Any]) -> None:
         mount, src, dest = (
@@ -254,16 +367,31 @@ class Executor:
             _clean(step["from"], "from"),
             _clean(step["to"], "to"),
         )
-        fd = self.named(mount, src, allow_stacked=False)
+        # The fd `from` resolves to is both what is checked and what moves: nothing between.
+        fd = kernel.openat2(self.root_fd, _rel(src), _O_PATH, _RESOLVE)
         try:
+            live, _, _, mode = kernel.statx_ids(fd)
+            if live != self.replica.dump_to_live.get(mount):
+                raise self._mismatch(src, live, mount)
             # A file mount (a file-on-file bind) can only sit on a file: its slot is one.
-            self.make_dir(dest, directory=stat.S_ISDIR(os.fstat(fd).st_mode))
-            self._move(fd, dest)
+            is_dir = stat.S_ISDIR(mode)
+            yard, name = self._slot(dest)
+            made = False
+            if yard is None:  # not a slot of a yard this executor made: by path, as any destination
+                made = self.make_dir(dest, directory=is_dir)
+                self._move(fd, dest)
+            else:
+                if yard.slots.get(name) is not is_dir:
+                    self._make_slot(yard, name, is_dir)
+                self._move_fd(fd, yard.fd, name, kernel.MOVE_MOUNT_F_EMPTY_PATH)
         except BaseException:
             os.close(fd)
             raise
-        self.journal.push("aside", _Aside(mount, src, dest, fd))
-        self._check_top(mount, dest)
+        self.journal.push("aside", _Aside(mount, src, dest, fd, made))
+        # The kernel's answer, after the move: the slot shows the mount that moved.
+        got = kernel.statx_ids(_rel(dest), self.root_fd)[0] if yard is None else kernel.statx_ids(name, yard.fd)[0]
+        if got != live:
+            raise Mismatch(f"after the move {dest} names mount {self.replica.key(got)}, not {mount}")
 
     def op_move_back(self, index: int, step: Mapping[str, Any]) -> None:
         mount, src, dest = (
@@ -271,21 +399,32 @@ class Executor:
             _clean(step["from"], "from"),
             _clean(step["to"], "to"),
         )
-        fd = self.named(mount, src, allow_stacked=False)
+        rel = _rel(dest)
+        fd = kernel.openat2(self.root_fd, _rel(src), _O_PATH, _RESOLVE)
         try:
-            is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
-            self._move(fd, dest)
+            live, _, _, mode = kernel.statx_ids(fd)
+            if live != self.replica.dump_to_live.get(mount):
+                raise self._mismatch(src, live, mount)
+            to = kernel.openat2(self.root_fd, rel, _O_PATH, _RESOLVE)
+            try:
+                self._move_fd(fd, to, "", _MOVE)
+            finally:
+                os.close(to)
         finally:
             os.close(fd)
-        aside = self.journal.pop("aside", lambda a: a.mount == mount)
+        aside = self.journal.pop_aside(mount)
         if aside is not None:
             os.close(aside.fd)
-            if aside.slot == src:
+            if aside.made and aside.slot == src:
                 try:
-                    self.remove_dir(src, directory=is_dir)
+                    self.remove_dir(src, directory=stat.S_ISDIR(mode))
                 except OSError:
                     pass  # a slot left behind shows up as a yard that is not empty
-        self._check_top(mount, dest)
+        # The kernel's answer, after the move: `to` shows the mount that moved. (`to` was just
+        # resolved by openat2 without symlinks; only what is mounted at its end has changed.)
+        got = kernel.statx_ids(rel, self.root_fd)[0]
+        if got != live:
+            raise Mismatch(f"after the move {dest} names mount {self.replica.key(got)}, not {mount}")
 
     def op_keeper_bind(self, index: int, step: Mapping[str, Any]) -> None:
         mount, src, dest = (
@@ -393,8 +532,10 @@ class Executor:
             raise Mismatch(f"step names target {step.get('target')!r}, which the dump does not have")
         if step["op"] != obj.kind:
             raise Mismatch(f"target {obj.id} is a {obj.kind}, the step does {step['op']}")
-        if _clean(step["path"], "path") != obj.path:
-            raise Mismatch(f"target {obj.id} is at {obj.path}, the step uses {step['path']}")
+        path = step["path"]
+        if path != obj.path:  # obj.path was checked clean when the replica was built
+            _clean(path, "path")
+            raise Mismatch(f"target {obj.id} is at {obj.path}, the step uses {path}")
         return obj
 
     def _record(
@@ -422,17 +563,10 @@ class Executor:
 
     def op_open(self, index: int, step: Mapping[str, Any]) -> None:
         obj = self._object(step)
-        fd = self.resolve(obj.path, os.O_RDONLY)
+        fd = kernel.openat2(self.root_fd, _rel(obj.path), _O_OPEN, _RESOLVE)
         self.kept.append(fd)
-        st = os.fstat(fd)
-        got = self.replica.key(kernel.fdinfo_mount_id(fd))
-        self._record(
-            index,
-            obj,
-            got,
-            (st.st_ino, st.st_dev) == (obj.ino, obj.dev),
-            f"ino {st.st_ino}",
-        )
+        live, dev, ino, _ = kernel.statx_ids(fd)  # the open file's mount, device and inode: one call
+        self._record(index, obj, self.replica.key(live), ino == obj.ino and dev == obj.dev, f"ino {ino}")
 
     def op_chdir(self, index: int, step: Mapping[str, Any]) -> None:
         obj = self._object(step)
@@ -495,7 +629,7 @@ class Executor:
         obj = self._object(step)
         fd = self.resolve(obj.path, os.O_RDONLY)
         try:
-            fd_mnt = kernel.fdinfo_mount_id(fd)
+            fd_mnt = kernel.statx_ids(fd)[0]
             mapped = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)  # the mapping keeps the file; from here on only it answers
@@ -513,7 +647,7 @@ class Executor:
         major, minor = (int(x, 16) for x in fields[3].split(":"))
         ino = int(fields[4])
         got: int | str = self.replica.key(fd_mnt)
-        source = "fdinfo of the mapped fd"
+        source = "statx of the mapped fd"
         try:
             # map_files needs CAP_SYS_ADMIN in the initial user namespace; the fd's answer stands otherwise.
             mf = kernel.proc_open(f"self/map_files/{fields[0]}", os.O_PATH)
@@ -521,7 +655,7 @@ class Executor:
             pass
         else:
             try:
-                got, source = self.replica.key(kernel.fdinfo_mount_id(mf)), "map_files"
+                got, source = self.replica.key(kernel.statx_ids(mf)[0]), "map_files"
             finally:
                 os.close(mf)
         inode_ok = (ino, os.makedev(major, minor)) == (obj.ino, obj.dev)
@@ -603,10 +737,11 @@ class Executor:
         elif kind == "keeper":
             self._remove_keeper(item)
         elif kind == "yard":
-            path, live, made = item
-            kernel.umount2(path, kernel.UMOUNT_NOFOLLOW)
-            if made:
-                self.remove_dir(path)
+            self._close_yard(item)
+            kernel.umount2(item.path, kernel.UMOUNT_NOFOLLOW)
+            self.yards.pop(item.path, None)
+            if item.made:
+                self.remove_dir(item.path)
         elif kind == "created":
             live, dest = item
             fd = self.resolve(dest)
@@ -632,7 +767,7 @@ class Executor:
             mount = item[0] if kind == "private" else item
             out.update(mount=mount, reason=f"propagation of mount {mount} not restored: {exc}")
         elif kind == "yard":
-            out.update(path=item[0])
+            out.update(path=item.path)
         elif kind == "created":
             out.update(mount=f"live:{item[0]}", now_at=item[1])
         return out
@@ -655,6 +790,9 @@ class Executor:
         return True
 
 
+_OPS = {name[3:].replace("_", "-"): name for name in vars(Executor) if name.startswith("op_")}
+
+
 def _errno_name(err: int | None) -> str | None:
     return errno_mod.errorcode.get(err) if err is not None else None
 
@@ -674,7 +812,7 @@ def run_plan(
     """Run steps against a replica built in this namespace; the report, and the executor for probing."""
     targets = list(targets)
     ex = Executor(replica, targets)
-    ex.yard_paths = [s["path"] for s in steps if s.get("op") == "yard-create" and isinstance(s.get("path"), str)]
+    ex.prepare(steps)
     before: TreeShape = replica.snapshot()
     failed: dict[str, Any] | None = None
     unrestored: list[dict[str, object]] = []

@@ -83,6 +83,8 @@ RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 RESOLVE_CACHED = 0x20
 
+STATX_TYPE = 0x1
+STATX_MODE = 0x2
 STATX_INO = 0x100
 STATX_MNT_ID = 0x1000
 
@@ -110,9 +112,23 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 
 
+def _syscall_proto(*argtypes: Any) -> Any:
+    """syscall(2) with fixed argument types for one hot call: ctypes converts plain ints itself."""
+    fn = _libc["syscall"]  # a new function object each time, so each gets its own argtypes
+    fn.restype = ctypes.c_long
+    fn.argtypes = (ctypes.c_long, *argtypes)
+    return fn
+
+
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
 def _b(path: str | bytes | None) -> bytes | None:
     if path is None:
         return None
+    if type(path) is str:
+        return path.encode(_FS_ENCODING, _FS_ERRORS)  # what os.fsencode does, without its checks
     return os.fsencode(path)
 
 
@@ -183,16 +199,11 @@ def open_tree(dfd: int, path: str, flags: int) -> int:
     return fd
 
 
+_sys_move_mount = _syscall_proto(ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+
+
 def move_mount(from_dfd: int, from_path: str, to_dfd: int, to_path: str, flags: int) -> None:
-    ret = _syscall(
-        SYS_MOVE_MOUNT,
-        ctypes.c_int(from_dfd),
-        _b(from_path),
-        ctypes.c_int(to_dfd),
-        _b(to_path),
-        ctypes.c_uint(flags),
-    )
-    if ret < 0:
+    if _sys_move_mount(SYS_MOVE_MOUNT, from_dfd, _b(from_path), to_dfd, _b(to_path), flags) < 0:
         raise _fail(
             "move_mount",
             f"{_fd_label(from_dfd, from_path)} to {_fd_label(to_dfd, to_path)}",
@@ -290,55 +301,62 @@ class _OpenHow(ctypes.Structure):
     ]
 
 
+_OPEN_HOW_SIZE = ctypes.sizeof(_OpenHow)
+_sys_openat2 = _syscall_proto(ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_OpenHow), ctypes.c_size_t)
+# open_how structs by (flags, mode, resolve): built once, never written again (the kernel only reads them).
+_open_hows: dict[tuple[int, int, int], _OpenHow] = {}
+
+
 def openat2(dirfd: int, path: str, flags: int, resolve: int = 0, mode: int = 0) -> int:
-    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    fd = _syscall(
-        SYS_OPENAT2,
-        ctypes.c_int(dirfd),
-        _b(path),
-        ctypes.byref(how),
-        ctypes.c_size_t(ctypes.sizeof(how)),
-    )
+    key = (flags, mode, resolve)
+    how = _open_hows.get(key)
+    if how is None:
+        how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+        if len(_open_hows) < 64:
+            _open_hows[key] = how
+    fd: int = _sys_openat2(SYS_OPENAT2, dirfd, _b(path), how, _OPEN_HOW_SIZE)
     if fd < 0:
         raise _fail("openat2", _fd_label(dirfd, path))
     return fd
 
 
+# struct statx (include/uapi/linux/stat.h): stx_mask @0, stx_mode @28, stx_ino @32,
+# stx_dev_major @136, stx_dev_minor @140, stx_mnt_id @144; 256 bytes in all.
 _STATX_SIZE = 256
+_StatxBuf = ctypes.c_char * _STATX_SIZE
+_STATX_FIELDS = struct.Struct("<I24xH2xQ96xIIQ")
+_STATX_MASK = STATX_TYPE | STATX_MODE | STATX_INO | STATX_MNT_ID
+_sys_statx = _syscall_proto(ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p)
 
 
-def statx_mount_id(where: str | int, dirfd: int = AT_FDCWD, follow: bool = False) -> tuple[int, int, int]:
-    """(mount id, st_dev, inode) of a path (relative to dirfd) or of an fd, by statx(STATX_MNT_ID)."""
-    buf = ctypes.create_string_buffer(_STATX_SIZE)
+def statx_ids(where: str | int, dirfd: int = AT_FDCWD, follow: bool = False) -> tuple[int, int, int, int]:
+    """(mount id, st_dev, inode, st_mode) of a path (relative to dirfd) or of an fd: one statx(2).
+
+    A path is not followed at its last component unless `follow`; automounts are never
+    triggered. The mount id is STATX_MNT_ID, the id /proc/PID/mountinfo and fdinfo show.
+    """
+    buf = _StatxBuf()  # per call: the GIL is released during the call, a shared buffer would race
     if isinstance(where, int):
-        dfd, path, flags = where, b"", AT_EMPTY_PATH
+        dfd, path, flags = where, b"", AT_EMPTY_PATH | AT_NO_AUTOMOUNT
     else:
-        dfd, path, flags = (
-            dirfd,
-            os.fsencode(where),
-            0 if follow else AT_SYMLINK_NOFOLLOW,
-        )
-    flags |= AT_NO_AUTOMOUNT
-    ret = _syscall(
-        SYS_STATX,
-        ctypes.c_int(dfd),
-        path,
-        ctypes.c_int(flags),
-        ctypes.c_uint(STATX_INO | STATX_MNT_ID),
-        buf,
-    )
-    if ret < 0:
+        dfd = dirfd
+        path = where.encode(_FS_ENCODING, _FS_ERRORS) if isinstance(where, str) else os.fsencode(where)
+        flags = AT_NO_AUTOMOUNT if follow else AT_NO_AUTOMOUNT | AT_SYMLINK_NOFOLLOW
+    if _sys_statx(SYS_STATX, dfd, path, flags, _STATX_MASK, buf) < 0:
         raise _fail("statx", _fd_label(dfd, path))
-    (mask,) = struct.unpack_from("I", buf.raw, 0)
-    (ino,) = struct.unpack_from("Q", buf.raw, 32)
-    dev_major, dev_minor = struct.unpack_from("II", buf.raw, 136)
-    (mnt_id,) = struct.unpack_from("Q", buf.raw, 144)
+    mask, mode, ino, dev_major, dev_minor, mnt_id = _STATX_FIELDS.unpack_from(buf)
     if not mask & STATX_MNT_ID:
         raise OSError(
             errno_mod.ENOSYS,
             f"statx {_fd_label(dfd, path)}: kernel gave no STATX_MNT_ID",
         )
-    return int(mnt_id), os.makedev(dev_major, dev_minor), int(ino)
+    return mnt_id, os.makedev(dev_major, dev_minor), ino, mode
+
+
+def statx_mount_id(where: str | int, dirfd: int = AT_FDCWD, follow: bool = False) -> tuple[int, int, int]:
+    """(mount id, st_dev, inode) of a path (relative to dirfd) or of an fd, by statx(STATX_MNT_ID)."""
+    mnt_id, dev, ino, _ = statx_ids(where, dirfd, follow)
+    return mnt_id, dev, ino
 
 
 # /proc is read through a directory fd once the caller chroots away from it.
