@@ -193,8 +193,8 @@ def write_results(rows: list[PlannerRow], exec_rows: list[ExecRow], exec_skipped
         },
         "notes": [
             "times in seconds, best of `reps` runs, gc on; total = parse + tree + plan of one run",
-            ("plan = make_plan: its own analysis of the targets, planning, and a final symbolic check_plan "
-             "(check_s is check_plan timed alone, for its share)"),
+            ("plan = make_plan: its own analysis of the targets and planning, every step simulated by check's "
+             "apply_step as it is emitted; check_s = a separate check_plan of the finished plan (not in total)"),
             "analysis = analyze() plus its whole-tree hidden-mount pass (what `overmount analyze` prints)",
             "growth = this time / the time at a tenth the mounts, same hidden share (10 = linear)",
             "peak_mib: tracemalloc peak over parse -> tree -> analysis -> plan, a separate untimed run",
@@ -237,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     checks = verdicts(rows, exec_rows, exec_skipped)
     print()
     print("Planner: generated hosts (kubelet pod tmpfs, snap squashfs, CRI sandboxes, stacks, covers);")
-    print("best of several runs, wall ms. plan = make_plan, which analyses the targets itself and ends with a")
-    print("symbolic check_plan of the plan (check alone in parentheses); total = parse + tree + plan.")
+    print("best of several runs, wall ms. plan = make_plan, which analyses the targets itself and simulates")
+    print("every step as it emits it (check's own apply_step); (check ms) = a separate check_plan of the finished")
+    print("plan, as `overmount check` does it, not part of total. total = parse + tree + plan.")
     print("growth = total here / total at a tenth the mounts (10 = linear).")
     print()
     print(planner_table(rows))

@@ -153,13 +153,22 @@ def check_plan(tree: MountTree, targets: list[Target] | tuple[Target, ...], step
     """Every problem with the plan, or [] when it reaches every target and restores the tree."""
     session = new_session(tree, targets)
     before = session.ns.shape()
-    problems = []
+    problems: list[str] = []
     for index, step in enumerate(steps):
         try:
             apply_step(session, step)
         except SimError as err:
             problems.append(f"step {index} ({_describe(step)}): {err}")
             return problems
+    return final_problems(session, before, targets)
+
+
+Shape = dict[int, tuple[int | None, str, int | None, int | None]]
+
+
+def final_problems(session: Session, before: Shape, targets: list[Target] | tuple[Target, ...]) -> list[str]:
+    """After the last step: every target reached, the tree as `before`, no yard left."""
+    problems = []
     missing = [t.id for t in targets if t.id not in session.done]
     if missing:
         problems.append(f"targets never reached: {', '.join(missing)}")

@@ -13,7 +13,7 @@ import heapq
 from dataclasses import dataclass
 
 from planner.analysis import Analysis, TargetFinding, analyze
-from planner.check import Session, apply_step, check_plan, new_session
+from planner.check import Session, apply_step, final_problems, new_session
 from planner.errors import PlanRefused
 from planner.paths import is_clean, join, relative
 from planner.simulate import SimError
@@ -279,12 +279,16 @@ def make_plan(
             if mount.deleted:
                 raise PlanRefused(f"target {finding.target.id}: mount {mount.mount_id}'s mount point was deleted; no path reaches it")
     planner = _Planner(tree, analysis, yard, kernel)
+    before = planner.session.ns.shape()
     planner.check_yard()
     for finding in target_order(analysis):
         planner.reach(finding)
     planner.finish()
     plan = Plan(yard, tuple(planner.steps), analysis.lower_bound, analysis.naive_moves)
-    problems = check_plan(tree, targets, list(plan.steps))
+    # Every step already went through check's apply_step as it was emitted (emit()), so what
+    # check_plan would add is its verdict on the end state; running all steps again would only
+    # repeat the same simulation.
+    problems = final_problems(planner.session, before, targets)
     if problems:
         raise PlanRefused("no valid plan: " + "; ".join(problems))
     return plan
