@@ -12,7 +12,9 @@ import pytest
 
 from planner.dump import from_json, load
 from planner.errors import PlannerError
-from planner.execute import execute
+from planner import kernel
+from planner.execute import execute, execute_here
+from planner.replica import build_replica
 from planner.plan import make_plan
 from planner.tree import MountTree
 from tests.conftest import REPO, SCENARIOS
@@ -89,3 +91,47 @@ def test_criu_socket_case_is_bound_in_the_hidden_directory() -> None:
     got = next(t for t in report["targets"] if t["id"] == socket.id)
     assert (got["expected_mount"], got["got_mount"], got["ok"]) == (44, 44, True)
     assert report["ok"] and report["tree_identical"]
+
+
+def _new_mount_spreads(parent_path: str) -> Any:
+    """A probe for after the plan: mount a tmpfs under the shared parent at `parent_path`;
+    which mounts get a copy, and is each copy a peer or a slave of the new mount?"""
+
+    def probe(replica: Any, *_: object) -> list[tuple[str, str]]:
+        where = parent_path.rstrip("/") + "/new-probe"
+        os.mkdir(where)
+        fd = kernel.new_tmpfs()
+        kernel.attach(fd, kernel.AT_FDCWD, where)
+        os.close(fd)
+        new = [m for m in replica.live_table() if m.mountpoint.endswith("/new-probe")]
+        [first] = [m for m in new if m.mountpoint == where]
+        relation = {m.mount_id: "peer" if m.shared is not None and m.shared == first.shared
+                    else "slave" if m.master is not None and m.master == first.shared else "unrelated" for m in new}
+        return sorted((str(replica.key(m.parent_id)), relation[m.mount_id]) for m in new)
+
+    return probe
+
+
+PROPAGATION_SCENARIOS = [p for p in SCENARIOS if load(p).expect.get("propagation")]
+
+
+@pytest.mark.parametrize("path", PROPAGATION_SCENARIOS, ids=[os.path.basename(p)[:-5] for p in PROPAGATION_SCENARIOS])
+def test_after_the_plan_propagation_reaches_the_same_peers_and_slaves(path: str) -> None:
+    dump = load(path)
+    tree = MountTree(dump.mounts, dump.source)
+    plan = make_plan(tree, dump.targets)
+    keepers = [s for s in plan.steps if s.op == "keeper-bind"]
+    assert keepers, "a propagation scenario whose plan needs no keeper tests nothing here"
+    steps = [s.as_json() for s in plan.steps]
+    for keeper in keepers:
+        assert keeper.src is not None
+        probe = _new_mount_spreads(keeper.src)
+        report = kernel.run_in_namespace(
+            execute_here, list(dump.mounts), list(dump.targets), steps, dump.file_mounts, None, probe
+        )
+        assert report["ok"] and report["tree_identical"], report
+        untouched = kernel.run_in_namespace(
+            lambda: probe(build_replica(list(dump.mounts), list(dump.targets), None, dump.file_mounts))
+        )
+        assert report["then"] == untouched
+        assert len(untouched) > 1, "the new mount must reach at least one peer or slave, or this shows nothing"
