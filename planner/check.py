@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from planner.paths import is_clean
-from planner.simulate import Namespace, SimError
+from planner.paths import is_clean, relative
+from planner.simulate import Landing, Namespace, SimError
 from planner.steps import TARGET_OPS, Step
 from planner.targets import Target
 from planner.tree import MountTree
@@ -17,6 +17,10 @@ class Session:
 
     ns: Namespace
     targets: dict[str, Target]
+    # Where each target's mount sits and where each mount-source's `to` leads, as dumped.
+    homes: dict[int, str] = field(default_factory=dict)
+    unbindable: set[int] = field(default_factory=set)
+    destinations: dict[str, Landing] = field(default_factory=dict)
     yards: dict[str, int] = field(default_factory=dict)
     keepers: dict[int, int] = field(default_factory=dict)  # keeper id -> the mount it keeps
     created: set[int] = field(default_factory=set)  # bind mounts made by mount-source targets
@@ -76,7 +80,8 @@ def apply_step(session: Session, step: Step) -> None:
             raise SimError(f"mount {step.mount} is not in the dump")
         _named(ns, step.src, step.mount, "source")
         parent = ns.parent[step.mount]
-        assert parent is not None
+        if parent is None:
+            raise SimError(f"{_name(ns, step.mount)} is the root mount: it cannot be moved")
         if ns.group[parent] is not None:
             # fs/namespace.c do_move_mount(): "moving a mount residing under a shared mount is unsupported"
             raise SimError(f"the kernel refuses (EINVAL): {_name(ns, step.mount)}'s parent {_name(ns, parent)} is shared")
@@ -133,16 +138,45 @@ def _reach_target(session: Session, step: Step) -> None:
     landing = ns.walk(target.path)
     if landing.mount != target.mount:
         raise SimError(f"{target.path} leads into {_name(ns, landing.mount)}, not mount {target.mount}: still hidden")
-    session.done.add(target.id)
+    if target.mount not in session.homes:
+        raise SimError(f"mount {target.mount} of target {target.id} is not in the dump")
+    inside = relative(target.path, session.homes[target.mount])
+    if landing.rel != inside:
+        # The right mount, the wrong place in it: something on the path was moved, not removed.
+        raise SimError(f"{target.path} leads to {landing.rel or '/'} inside mount {target.mount}, not to {inside or '/'}")
     if target.kind == "mount-source":
         assert target.to is not None
+        if target.mount in session.unbindable:
+            raise SimError(f"the kernel refuses (EINVAL) to bind from mount {target.mount}: it is unbindable")
+        dumped = session.destinations[target.id]
+        now = ns.walk(target.to)
+        under, rel = now.mount, now.rel
+        while under in session.created and not rel:  # an earlier target's bind on the same `to`
+            under, rel = ns.parent[under] or under, ns.rel[under]
+        if (under, rel) != (dumped.mount, dumped.rel):
+            raise SimError(
+                f"{target.to} leads into {_name(ns, now.mount)} now but into {_name(ns, dumped.mount)} in the dumped tree: "
+                "the new bind mount would not end up where the dump has it (that needs a two-phase bind: "
+                "open_tree(OPEN_TREE_CLONE) while the source is revealed, move_mount once the covers are back)"
+            )
         made = ns.add(f"bind mount of {target.id}")
-        ns.attach(made, target.to)
+        ns.attach_at(made, now)
         session.created.add(made)
+    session.done.add(target.id)
 
 
 def new_session(tree: MountTree, targets: list[Target] | tuple[Target, ...]) -> Session:
-    return Session(Namespace(tree), {t.id: t for t in targets})
+    session = Session(Namespace(tree), {t.id: t for t in targets})
+    for target in targets:
+        mount = tree.by_id.get(target.mount)
+        if mount is None:
+            continue  # analysis refuses such a target; a hand plan naming it fails on "not in the dump"
+        session.homes[target.mount] = mount.mountpoint
+        if mount.unbindable:
+            session.unbindable.add(target.mount)
+        if target.kind == "mount-source" and target.to is not None:
+            session.destinations[target.id] = session.ns.walk(target.to)
+    return session
 
 
 def _describe(step: Step) -> str:

@@ -108,7 +108,7 @@ def plan(dump_path: str, targets: tuple[str, ...], fmt: str, yard: str, kernel: 
     if fmt == "json":
         _emit(json.dumps(render.plan_json(result), indent=2) + "\n", output)
     elif fmt == "shell":
-        _emit(render.plan_shell(result, dump.source), output)
+        _emit(render.plan_shell(result, dump.source, dump.file_mounts), output)
     else:
         _emit(render.plan_text(result, dump.source), output)
 
@@ -121,7 +121,9 @@ def check(dump_path: str, plan_path: str, targets: tuple[str, ...]) -> None:
     """Verify a plan symbolically: right mounts moved, every target reached, tree restored."""
     dump = load(dump_path, targets)
     steps = load_plan(plan_path)
-    problems = check_plan(_tree(dump), dump.targets, steps)
+    tree = _tree(dump)
+    analyze(tree, dump.targets)  # the targets themselves must make sense first (exit 2 if not)
+    problems = check_plan(tree, dump.targets, steps)
     if problems:
         raise PlanRejected(problems)
     moves = sum(1 for s in steps if s.op == "move-aside")
@@ -142,6 +144,7 @@ def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: s
     tree = _tree(dump)
     if plan_path is not None:
         steps = load_plan(plan_path)
+        analyze(tree, dump.targets)
         problems = check_plan(tree, dump.targets, steps)
         if problems:
             raise PlanRejected(problems)

@@ -380,6 +380,8 @@ def _mount_from_entry(image: _Image, index: int, entry: dict[str, Any], notes: l
     flags = _int(image, index, entry, "flags")
     sb_flags = _int(image, index, entry, "sb_flags", 0)
     root = _str(image, index, entry, "root")
+    if entry.get("deleted") and not root.endswith("//deleted"):
+        root += "//deleted"  # how the kernel's mountinfo shows an unlinked root (dentry_path())
     mountpoint = _str(image, index, entry, "mountpoint")
     source = _str(image, index, entry, "source")
     options = _str(image, index, entry, "options")
@@ -431,7 +433,6 @@ def _mount_from_entry(image: _Image, index: int, entry: dict[str, Any], notes: l
         fstype=fstype,
         source=source,
         super_options=_super_options(sb_flags, options),
-        deleted=bool(entry.get("deleted", False)),
         line_no=image.line(index) or 0,
     )
 

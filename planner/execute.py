@@ -443,12 +443,13 @@ class Executor:
         finally:
             os.close(parent)
         try:
+            live = kernel.statx_mount_id(keeper)[0]  # before attaching: once attached, it is journaled at once
             self.make_dir(dest)
             self._attach(keeper, dest)
         except BaseException:
             os.close(keeper)
             raise
-        self.keepers[mount] = (kernel.statx_mount_id(keeper)[0], dest, keeper)
+        self.keepers[mount] = (live, dest, keeper)
         self.journal.push("keeper", mount)
 
     def _attach(self, detached: int, dest: str) -> None:
@@ -681,13 +682,14 @@ class Executor:
         finally:
             os.close(src)
         try:
+            live = kernel.statx_mount_id(clone)[0]  # before attaching: once attached, it is journaled at once
             to = self.resolve(dest, os.O_PATH | os.O_DIRECTORY)
             try:
                 to_mnt = kernel.statx_mount_id(to)[0]
                 kernel.attach(clone, to)
+                self.journal.push("created", (live, dest))
             finally:
                 os.close(to)
-            live = kernel.statx_mount_id(clone)[0]
         finally:
             os.close(clone)
         line = next((m for m in self.replica.live_table() if m.mount_id == live), None)
@@ -699,7 +701,6 @@ class Executor:
             "to": dest,
             "root": line.root if line else None,
         }
-        self.journal.push("created", (live, dest))
         got = self.replica.key(src_mnt)
         inode_ok = (
             (src_ino, src_dev) == (obj.ino, obj.dev)

@@ -502,6 +502,18 @@ def enter_private_namespace(user_ns: bool | None = None) -> None:
         unshare(CLONE_NEWNS)
     # From here on nothing we mount or move can reach the caller's namespace.
     make_propagation("/", MS_REC | MS_PRIVATE)
+    global _throwaway_namespace
+    _throwaway_namespace = os.stat("/proc/self/ns/mnt").st_ino
+
+
+_throwaway_namespace: int | None = None  # the mount namespace enter_private_namespace made, by inode
+
+
+def require_throwaway_namespace(what: str) -> None:
+    """Refuse to go on unless this process is in the namespace enter_private_namespace made:
+    the replica mounts over a scratch directory and chroots, which must never happen to a caller."""
+    if _throwaway_namespace is None or os.stat("/proc/self/ns/mnt").st_ino != _throwaway_namespace:
+        raise RuntimeError(f"{what} must run inside a throwaway mount namespace (use run_in_namespace)")
 
 
 T = TypeVar("T")

@@ -11,7 +11,6 @@ from planner.errors import MountinfoError
 # The kernel escapes these four bytes in root, mountpoint and source (fs/proc_namespace.c mangle()).
 _MANGLED = {" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}
 _ESCAPE = re.compile(r"\\([0-3][0-7]{2})")  # one byte, \000 to \377
-_DELETED = " (deleted)"
 
 
 @dataclass(frozen=True)
@@ -29,8 +28,16 @@ class Mount:
     fstype: str
     source: str
     super_options: str
-    deleted: bool = False
     line_no: int = field(default=0, compare=False)
+
+    @property
+    def deleted(self) -> bool:
+        """The mount's root was unlinked: the kernel prints root as PATH//deleted (dentry_path()).
+
+        The mount point field never carries a ' (deleted)' suffix (it comes from __d_path(), not
+        d_path()), so '/mnt/a\\040(deleted)' is a directory really named 'a (deleted)'.
+        """
+        return self.root.endswith("//deleted")
 
     @property
     def dev(self) -> str:
@@ -112,9 +119,6 @@ def parse_line(line: str, source: str = "<mountinfo>", line_no: int = 1) -> Moun
     if not fields[4].startswith("/"):
         raise MountinfoError(source, line_no, f"mount point is not an absolute path: {_quote(fields[4])}")
     mountpoint = unescape(fields[4], "mount point", source, line_no)
-    deleted = mountpoint.endswith(_DELETED)
-    if deleted:
-        mountpoint = mountpoint[: -len(_DELETED)]
     optional = tuple(fields[6:sep])
     if any(not opt for opt in optional):
         raise MountinfoError(source, line_no, "empty optional field (two spaces before ' - ')")
@@ -133,7 +137,6 @@ def parse_line(line: str, source: str = "<mountinfo>", line_no: int = 1) -> Moun
         source=unescape(tail[1], "source", source, line_no),
         # Super options are the filesystem's own text and may hold spaces (moby/sys keeps them).
         super_options=" ".join(tail[2:]),
-        deleted=deleted,
         line_no=line_no,
     )
 
@@ -160,7 +163,7 @@ def parse(text: str, source: str = "<mountinfo>", first_line: int = 1) -> list[M
 
 
 def render_line(mount: Mount) -> str:
-    mountpoint = escape(mount.mountpoint) + ("\\040(deleted)" if mount.deleted else "")
+    mountpoint = escape(mount.mountpoint)
     head = [
         str(mount.mount_id),
         str(mount.parent_id),

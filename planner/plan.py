@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from planner.analysis import Analysis, TargetFinding, analyze
 from planner.check import Session, apply_step, final_problems, new_session
 from planner.errors import PlanRefused
-from planner.paths import is_clean, join, relative
+from planner.paths import is_clean, is_under, join, relative
 from planner.simulate import SimError
 from planner.steps import Step
 from planner.targets import Target
@@ -82,11 +82,21 @@ class _Planner:
         try:
             apply_step(self.session, step)
         except SimError as err:
-            raise PlanRefused(f"{step.op} {step.mount if step.mount is not None else ''}: {err}") from None
+            who = f"target {step.target} ({step.op})" if step.target else f"{step.op} of mount {step.mount}" if step.mount is not None else step.op
+            raise PlanRefused(f"{who}: {err}") from None
         self.steps.append(step)
 
     def check_yard(self) -> None:
-        """The yard must not ride in a mount that moves: a move into itself is ELOOP."""
+        """The yard must not cover anything the plan needs, nor ride in a mount that moves
+        (a move into itself is ELOOP)."""
+        for finding in self.analysis.targets:
+            target = finding.target
+            for path in (target.path, target.to):
+                if path is not None and is_under(path, self.yard):
+                    raise PlanRefused(f"yard {self.yard} would cover {path} of target {target.id}; choose another --yard")
+        for below in self.tree.mounts:
+            if is_under(below.mountpoint, self.yard):
+                raise PlanRefused(f"yard {self.yard} would cover mount {below.mount_id} at {below.mountpoint}; choose another --yard")
         ns = self.session.ns
         chain = ns.chain(ns.walk(self.yard).mount) or []
         for mount in chain:
@@ -274,10 +284,6 @@ def make_plan(
     if not is_clean(yard) or yard == "/":
         raise PlanRefused(f"yard {yard!r} must be an absolute clean path below /")
     analysis = analyze(tree, targets)
-    for finding in analysis.targets:
-        for mount in tree.chain(finding.target.mount):
-            if mount.deleted:
-                raise PlanRefused(f"target {finding.target.id}: mount {mount.mount_id}'s mount point was deleted; no path reaches it")
     planner = _Planner(tree, analysis, yard, kernel)
     before = planner.session.ns.shape()
     planner.check_yard()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 
 from planner.analysis import Analysis
+from planner.errors import PlanRefused
 from planner.mountinfo import Mount
 from planner.plan import Plan
 from planner.steps import FORMAT, Step
@@ -73,7 +74,7 @@ def analysis_text(analysis: Analysis) -> str:
     for lead, mount in rows:
         covers = analysis.mount_covers.get(mount.mount_id)
         status = f"HIDDEN, covered by {_ids(c.mount for c in covers)}" if covers else ""
-        name = lead + mount.mountpoint + (" (deleted)" if mount.deleted else "")
+        name = lead + mount.mountpoint + (" (root deleted)" if mount.deleted else "")
         lines.append(
             f"{name:<{width}}  {mount.mount_id:>5}  {mount.fstype:<10} {mount.source or '-':<14} {propagation(mount):<16} {status}".rstrip()
         )
@@ -123,37 +124,55 @@ def plan_json(plan: Plan) -> dict[str, object]:
     return plan.as_json()
 
 
-def plan_shell(plan: Plan, source: str) -> str:
-    """util-linux commands where a step has one; a comment where the restoring process itself acts."""
+def _comment(text: str) -> str:
+    """Text safe inside a shell comment: paths come from the dumped container, so a newline in one
+    must not end the comment and start a command."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def plan_shell(plan: Plan, source: str, file_mounts: frozenset[int] = frozenset()) -> str:
+    """util-linux commands where a step has one; a comment where the restoring process itself acts.
+
+    Refused (PlanRefused) for a plan that must rejoin a peer group: no util-linux command does
+    MOVE_MOUNT_SET_GROUP, and a script that skipped it would silently change propagation.
+    """
+    rejoins = [s.mount for s in plan.steps if s.op == "rejoin-group"]
+    if rejoins:
+        raise PlanRefused(
+            f"no shell rendering: mount {rejoins[0]} must rejoin its peer group with move_mount(MOVE_MOUNT_SET_GROUP), "
+            "which no util-linux command does; use --format json with a restorer that calls move_mount(2)"
+        )
     q = shlex.quote
     lines = [
         "#!/bin/sh",
-        f"# {FORMAT} for {source}: run inside the mount namespace being restored, as root.",
+        f"# {FORMAT} for {_comment(source)}: run inside the mount namespace being restored, as root.",
         "# Target steps (open, chdir, bind, mmap) are the restoring process's own syscalls;",
         "# they are marked where they must happen, between the moves.",
         "set -eu",
     ]
     for index, step in enumerate(plan.steps):
-        lines.append(f"# {index}: {step.why}" if step.why else f"# {index}")
+        lines.append(f"# {index}: {_comment(step.why)}" if step.why else f"# {index}")
         if step.op == "yard-create":
-            lines.append(f"mkdir -p {q(step.path or '')} && mount -t tmpfs -o mode=0700 overmount-yard {q(step.path or '')} && mount --make-private {q(step.path or '')}")
+            yard = q(step.path or "")
+            lines.append(f"mkdir -p {yard} && mount -t tmpfs -o mode=0700 overmount-yard {yard} && mount --make-private {yard}")
         elif step.op == "yard-remove":
             lines.append(f"umount {q(step.path or '')} && rmdir {q(step.path or '')}")
         elif step.op in ("move-aside", "move-back"):
-            mkdir = f"mkdir -p {q(step.to or '')} && " if step.op == "move-aside" else ""
-            lines.append(f"{mkdir}mount --move {q(step.src or '')} {q(step.to or '')}  # mount {step.mount}")
+            # A file mount moves onto a file: the kernel refuses a file onto a directory (EINVAL).
+            make = "touch" if step.mount in file_mounts else "mkdir -p"
+            slot = f"{make} {q(step.to or '')} && " if step.op == "move-aside" else ""
+            lines.append(f"{slot}mount --move {q(step.src or '')} {q(step.to or '')}  # mount {step.mount}")
         elif step.op == "keeper-bind":
             lines.append(f"mkdir -p {q(step.to or '')} && mount --bind {q(step.src or '')} {q(step.to or '')}  # keeper of mount {step.mount}")
         elif step.op == "make-private":
             lines.append(f"mount --make-private {q(step.path or '')}  # mount {step.mount}")
-        elif step.op == "rejoin-group":
-            lines.append(
-                f"# no util-linux command: move_mount({step.src}, {step.to}, MOVE_MOUNT_SET_GROUP) puts mount {step.mount} back in its peer group"
-            )
         elif step.op == "keeper-remove":
             lines.append(f"umount {q(step.path or '')}  # keeper of mount {step.mount}")
         elif step.op == "mount-source":
-            lines.append(f"mount --bind {q(step.path or '')} {q(step.to or '')}  # target {step.target}, source in mount {step.mount}")
+            lines.append(f"mount --bind {q(step.path or '')} {q(step.to or '')}  # target {_comment(step.target or '')}, source in mount {step.mount}")
         else:
-            lines.append(f"# no command: the restoring process does {step.op}({step.path}) now (target {step.target}, mount {step.mount})")
+            lines.append(
+                f"# no command: the restoring process does {step.op}({_comment(step.path or '')}) now "
+                f"(target {_comment(step.target or '')}, mount {step.mount})"
+            )
     return "\n".join(lines) + "\n"

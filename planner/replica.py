@@ -516,6 +516,7 @@ def build_replica(
     need = _object_kinds(tree, targets, file_mounts_of(tree, targets, file_mounts))
     groups, group_master, group_dev = _group_order(tree)
 
+    kernel.require_throwaway_namespace("build_replica")
     scratch_dir = scratch_dir or tempfile.gettempdir()
     # Before the scratch tmpfs covers scratch_dir (the venv may live under /tmp) and the chroot
     # hides the rest: /proc stays readable through an fd, and sock_diag is opened now (pyroute2

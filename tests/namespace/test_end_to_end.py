@@ -7,15 +7,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from planner import kernel
 from planner.dump import from_json, load
 from planner.errors import PlannerError
-from planner import kernel
 from planner.execute import execute, execute_here
-from planner.replica import build_replica
 from planner.plan import make_plan
+from planner.replica import build_replica
 from planner.tree import MountTree
 from tests.conftest import REPO, SCENARIOS
 from tests.namespace import test_capture
@@ -131,7 +132,7 @@ def test_after_the_plan_propagation_reaches_the_same_peers_and_slaves(path: str)
         )
         assert report["ok"] and report["tree_identical"], report
         untouched = kernel.run_in_namespace(
-            lambda: probe(build_replica(list(dump.mounts), list(dump.targets), None, dump.file_mounts))
+            lambda probe=probe: probe(build_replica(list(dump.mounts), list(dump.targets), None, dump.file_mounts))
         )
         assert report["then"] == untouched
         assert len(untouched) > 1, "the new mount must reach at least one peer or slave, or this shows nothing"

@@ -58,3 +58,12 @@ def test_a_planted_symlink_is_refused(
     got = {t["id"]: t for t in report["targets"]}[target_id]
     assert not got["ok"]
     assert report["tree_identical"] and report["yard_empty"]
+
+
+def test_the_replica_refuses_to_build_in_the_callers_namespace() -> None:
+    with open("/proc/self/mountinfo") as handle:
+        before = handle.read()
+    with pytest.raises(RuntimeError, match="throwaway mount namespace"):
+        build_replica([Mount(1, 0, 8, 1, "/", "/", "rw", (), "ext4", "/dev/vda", "rw")])
+    with open("/proc/self/mountinfo") as handle:
+        assert handle.read() == before
