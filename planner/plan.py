@@ -13,6 +13,7 @@ import heapq
 from dataclasses import dataclass
 
 from planner.analysis import Analysis, TargetFinding, analyze
+from planner.bulk import collector_paused
 from planner.check import Session, apply_step, final_problems, new_session
 from planner.errors import PlanRefused
 from planner.paths import is_clean, is_under, join, relative
@@ -281,6 +282,12 @@ def make_plan(
     yard: str = DEFAULT_YARD,
     kernel: tuple[int, int] = (6, 18),
 ) -> Plan:
+    """The plan for `targets`, or PlanRefused saying why none the kernel would accept exists."""
+    with collector_paused():
+        return _make_plan(tree, targets, yard, kernel)
+
+
+def _make_plan(tree: MountTree, targets: list[Target] | tuple[Target, ...], yard: str, kernel: tuple[int, int]) -> Plan:
     if not is_clean(yard) or yard == "/":
         raise PlanRefused(f"yard {yard!r} must be an absolute clean path below /")
     analysis = analyze(tree, targets)

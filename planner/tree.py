@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+from planner.bulk import collector_paused
 from planner.errors import DumpError
 from planner.mountinfo import Mount
 from planner.paths import is_under, prefixes, relative
@@ -21,6 +22,10 @@ class MountTree:
     """
 
     def __init__(self, mounts: Iterable[Mount], source: str = "<dump>") -> None:
+        with collector_paused():
+            self._build(mounts, source)
+
+    def _build(self, mounts: Iterable[Mount], source: str) -> None:
         self.source = source
         self.mounts: list[Mount] = list(mounts)
         self.by_id: dict[int, Mount] = {}
