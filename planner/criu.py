@@ -87,19 +87,21 @@ FSTYPE_UNSUPPORTED = 0
 FSTYPE_AUTO = 16
 
 # <linux/mount.h> MS_* bits as CRIU stores them in mnt_entry.flags / sb_flags.
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_SYNCHRONOUS = 0x10
-MS_MANDLOCK = 0x40
-MS_DIRSYNC = 0x80
-MS_NOSYMFOLLOW = 0x100
-MS_NOATIME = 0x400
-MS_NODIRATIME = 0x800
-MS_UNBINDABLE = 1 << 17
-MS_RELATIME = 1 << 21
-MS_LAZYTIME = 1 << 25
+from planner.msflags import (
+    MS_DIRSYNC,
+    MS_LAZYTIME,
+    MS_MANDLOCK,
+    MS_NOATIME,
+    MS_NODEV,
+    MS_NODIRATIME,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_NOSYMFOLLOW,
+    MS_RDONLY,
+    MS_RELATIME,
+    MS_SYNCHRONOUS,
+    MS_UNBINDABLE,
+)
 
 # Per-mount options in the order fs/proc_namespace.c show_mnt_opts() prints them (after rw/ro).
 _MNT_OPTS = (

@@ -434,12 +434,7 @@ class Executor:
         )
         parent = self.named(mount, src, allow_stacked=True)
         try:
-            # A non-recursive clone of a shared mount joins its peer group (clone_mnt).
-            keeper = kernel.open_tree(
-                parent,
-                "",
-                kernel.OPEN_TREE_CLONE | kernel.OPEN_TREE_CLOEXEC | kernel.AT_EMPTY_PATH,
-            )
+            keeper = kernel.clone_mount(parent)  # joins the parent's peer group
         finally:
             os.close(parent)
         try:
@@ -674,11 +669,7 @@ class Executor:
         src = self.resolve(obj.path, os.O_PATH | os.O_DIRECTORY)
         try:
             src_mnt, src_dev, src_ino = kernel.statx_mount_id(src)
-            clone = kernel.open_tree(
-                src,
-                "",
-                kernel.OPEN_TREE_CLONE | kernel.OPEN_TREE_CLOEXEC | kernel.AT_EMPTY_PATH,
-            )
+            clone = kernel.clone_mount(src)
         finally:
             os.close(src)
         try:

@@ -30,18 +30,7 @@ from planner.errors import KernelError
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_REMOUNT = 0x20
-MS_BIND = 0x1000
-MS_MOVE = 0x2000
-MS_REC = 0x4000
-MS_UNBINDABLE = 1 << 17
-MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
-MS_SHARED = 1 << 20
+from planner.msflags import MS_PRIVATE, MS_REC, MS_SHARED, MS_SLAVE, MS_UNBINDABLE  # kernel.MS_* for callers
 
 MNT_FORCE = 0x1
 MNT_DETACH = 0x2
@@ -197,6 +186,14 @@ def open_tree(dfd: int, path: str, flags: int) -> int:
     if fd < 0:
         raise _fail("open_tree", _fd_label(dfd, path))
     return fd
+
+
+def clone_mount(fd: int) -> int:
+    """A detached, non-recursive copy of the mount `fd` is on (a bind mount not yet attached).
+
+    A copy of a shared mount joins its peer group, and of a slave its master (clone_mnt()).
+    """
+    return open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH)
 
 
 _sys_move_mount = _syscall_proto(ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
