@@ -13,7 +13,7 @@ _MANGLED = {" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}
 _ESCAPE = re.compile(r"\\([0-3][0-7]{2})")  # one byte, \000 to \377
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: 1e5 of these stay compact and cache-friendly
 class Mount:
     """One mountinfo line, every field kept."""
 
