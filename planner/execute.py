@@ -43,6 +43,7 @@ from typing import Any
 
 from planner import kernel
 from planner.mountinfo import Mount
+from planner.paths import from_root, is_clean
 from planner.replica import (
     Replica,
     TargetObject,
@@ -113,17 +114,10 @@ class _Journal:
 
 
 def _clean(path: object, what: str) -> str:
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise Mismatch(f"{what} {path!r} is not an absolute path")
-    # A '.' or '..' component: path starts with '/', so each component follows a '/'.
-    if "/./" in path or "/../" in path or path.endswith(("/.", "/..")):
-        raise Mismatch(f"{what} {path!r} has a '.' or '..' component (refused: paths must not climb)")
+    """The same rule as check's: absolute, and no '.', '..' or empty components (paths must not climb)."""
+    if not isinstance(path, str) or not is_clean(path):
+        raise Mismatch(f"{what} {path!r} must be absolute with no '.', '..' or empty components (paths must not climb)")
     return path
-
-
-def _rel(path: str) -> str:
-    """A clean absolute path as openat2 takes it from the root fd."""
-    return path.lstrip("/") or "."
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -368,7 +362,7 @@ class Executor:
             _clean(step["to"], "to"),
         )
         # The fd `from` resolves to is both what is checked and what moves: nothing between.
-        fd = kernel.openat2(self.root_fd, _rel(src), _O_PATH, _RESOLVE)
+        fd = kernel.openat2(self.root_fd, from_root(src), _O_PATH, _RESOLVE)
         try:
             live, _, _, mode = kernel.statx_ids(fd)
             if live != self.replica.dump_to_live.get(mount):
@@ -389,7 +383,7 @@ class Executor:
             raise
         self.journal.push("aside", _Aside(mount, src, dest, fd, made))
         # The kernel's answer, after the move: the slot shows the mount that moved.
-        got = kernel.statx_ids(_rel(dest), self.root_fd)[0] if yard is None else kernel.statx_ids(name, yard.fd)[0]
+        got = kernel.statx_ids(from_root(dest), self.root_fd)[0] if yard is None else kernel.statx_ids(name, yard.fd)[0]
         if got != live:
             raise Mismatch(f"after the move {dest} names mount {self.replica.key(got)}, not {mount}")
 
@@ -399,8 +393,8 @@ class Executor:
             _clean(step["from"], "from"),
             _clean(step["to"], "to"),
         )
-        rel = _rel(dest)
-        fd = kernel.openat2(self.root_fd, _rel(src), _O_PATH, _RESOLVE)
+        rel = from_root(dest)
+        fd = kernel.openat2(self.root_fd, from_root(src), _O_PATH, _RESOLVE)
         try:
             live, _, _, mode = kernel.statx_ids(fd)
             if live != self.replica.dump_to_live.get(mount):
@@ -559,7 +553,7 @@ class Executor:
 
     def op_open(self, index: int, step: Mapping[str, Any]) -> None:
         obj = self._object(step)
-        fd = kernel.openat2(self.root_fd, _rel(obj.path), _O_OPEN, _RESOLVE)
+        fd = kernel.openat2(self.root_fd, from_root(obj.path), _O_OPEN, _RESOLVE)
         self.kept.append(fd)
         live, dev, ino, _ = kernel.statx_ids(fd)  # the open file's mount, device and inode: one call
         self._record(index, obj, self.replica.key(live), ino == obj.ino and dev == obj.dev, f"ino {ino}")

@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from planner import msflags
 from planner.errors import KernelError
 
 # --- constants (include/uapi/linux/{sched,mount,fcntl,openat2,stat}.h) -----------------
@@ -30,7 +31,11 @@ from planner.errors import KernelError
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 
-from planner.msflags import MS_PRIVATE, MS_REC, MS_SHARED, MS_SLAVE, MS_UNBINDABLE  # kernel.MS_* for callers
+MS_PRIVATE = msflags.MS_PRIVATE
+MS_REC = msflags.MS_REC
+MS_SHARED = msflags.MS_SHARED
+MS_SLAVE = msflags.MS_SLAVE
+MS_UNBINDABLE = msflags.MS_UNBINDABLE
 
 MNT_FORCE = 0x1
 MNT_DETACH = 0x2

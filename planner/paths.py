@@ -12,6 +12,11 @@ def is_clean(path: str) -> bool:
     return all(part not in ("", ".", "..") for part in path[1:].split("/"))
 
 
+def from_root(path: str) -> str:
+    """A clean absolute path as the *at() calls take it from a root directory fd."""
+    return path.lstrip("/") or "."
+
+
 def is_under(path: str, top: str) -> bool:
     """True when `top` is `path` or one of its ancestors, component-wise."""
     return top == "/" or path == top or path.startswith(top + "/")

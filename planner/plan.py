@@ -211,6 +211,8 @@ class _Planner:
                 raise PlanRefused(f"target {target.id}: mount {mount} at {path} is in the way but the analysis did not expect it")
             covering = next((m for m in finding.movers if m == mount or m in self._stacked_under(mount)), mount)
             self.move_aside(path, mount, finding, covering)
+        else:  # each pass moves one mount off the path, so this cannot run out unless the model is wrong
+            raise PlanRefused(f"target {target.id}: still covered after moving every mount in its way")
         why = "not hidden" if not finding.hidden else f"now reachable in mount {target.mount}"
         self.emit(Step(target.kind, mount=target.mount, path=target.path, to=target.to, target=target.id, why=why))
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from planner import kernel
 from planner.errors import PlannerError
 from planner.mountinfo import Mount, parse
+from planner.paths import from_root, is_clean
 from planner.targets import Target
 
 Key = int | str  # a dump mount id, or "live:N" for a mount the dump does not have
@@ -76,11 +77,6 @@ def sb_path(root: str) -> str:
         root = "/" + root.replace("/", "_")
     parts = ["%2e%2e" if p == ".." else "%2e" if p == "." else p for p in _parts(root)]
     return "/" + "/".join(parts)
-
-
-def _rel(path: str) -> str:
-    """An sb_path as a path relative to the superblock's root fd."""
-    return path.lstrip("/") or "."
 
 
 def _join(top: str, rel: str) -> str:
@@ -421,13 +417,13 @@ def _object_kinds(tree: DumpTree, targets: Iterable[Target], file_mounts: Collec
 
 
 def _check_clean(path: str, what: str) -> None:
-    if not path.startswith("/") or any(p in (".", "..") for p in path.split("/")):
-        raise ReplicaError(f"{what}: {path!r} must be absolute without '.' or '..' components")
+    if not is_clean(path):
+        raise ReplicaError(f"{what}: {path!r} must be absolute with no '.', '..' or empty components")
 
 
 def _populate(sb_fd: int, paths: dict[str, str]) -> None:
     for path, kind in sorted(paths.items(), key=lambda kv: (len(_parts(kv[0])), kv[0])):
-        rel = _rel(path)
+        rel = from_root(path)
         if rel == "." or kind == "absent":
             continue
         if kind == "dir":
@@ -550,7 +546,7 @@ def build_replica(
         # children is attached, so each child sits on the parent's own dentry even when a
         # sibling later covers that path (the seed case: 123 under 128).
         root = tree.root
-        live_fd[root.mount_id] = keep(kernel.open_tree(sb[root.dev], _rel(sb_path(root.root)), _CLONE))
+        live_fd[root.mount_id] = keep(kernel.open_tree(sb[root.dev], from_root(sb_path(root.root)), _CLONE))
         root_dir = keep(os.open("root", _O_PATH_DIR, dir_fd=scratch))
         kernel.attach(live_fd[root.mount_id], root_dir)
         for parent in tree.order:
@@ -572,7 +568,7 @@ def build_replica(
                 else:
                     spots.append(live_fd[parent.mount_id])  # stacked on the parent's root
             for kid, spot in zip(kids, spots):
-                live_fd[kid.mount_id] = keep(kernel.open_tree(sb[kid.dev], _rel(sb_path(kid.root)), _CLONE))
+                live_fd[kid.mount_id] = keep(kernel.open_tree(sb[kid.dev], from_root(sb_path(kid.root)), _CLONE))
                 kernel.attach(live_fd[kid.mount_id], spot)
 
         dump_to_live = {mid: kernel.statx_mount_id(fd)[0] for mid, fd in live_fd.items()}
@@ -642,13 +638,13 @@ def _target_objects(
         m = tree.by_id[t.mount]
         inner = tree.inside(m, t.path, f"target {t.id}")
         looked = (inner.rsplit("/", 1)[0] or "/") if t.kind == "bind" else inner
-        ino = os.stat(_rel(looked), dir_fd=sb[m.dev], follow_symlinks=False).st_ino
+        ino = os.stat(from_root(looked), dir_fd=sb[m.dev], follow_symlinks=False).st_ino
         to_mount = to_ino = None
         if t.kind == "mount-source" and t.to is not None:
             dest = tree.visible(t.to)
             to_mount = dest.mount_id
             to_ino = os.stat(
-                _rel(tree.inside(dest, t.to, "to")),
+                from_root(tree.inside(dest, t.to, "to")),
                 dir_fd=sb[dest.dev],
                 follow_symlinks=False,
             ).st_ino

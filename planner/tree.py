@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from planner.bulk import collector_paused
 from planner.errors import DumpError
 from planner.mountinfo import Mount
-from planner.paths import is_under, prefixes, relative
+from planner.paths import is_under
 
 
 class MountTree:
@@ -115,16 +115,3 @@ class MountTree:
             out.append(child)
             out.extend(self.stack_on(child))
         return out
-
-    def topmost_at(self, path: str) -> Mount:
-        """The mount whose root a walk of `path` ends on, or the mount holding `path`."""
-        mount = self.root
-        for prefix in prefixes(path, self.root.mountpoint, path) if is_under(path, self.root.mountpoint) else []:
-            stack = self.children_at.get((mount.mount_id, prefix))
-            while stack:
-                mount = self.by_id[stack[-1]]
-                stack = self.children_at.get((mount.mount_id, prefix))
-        return mount
-
-    def relative_in(self, mount: Mount, path: str) -> str:
-        return relative(path, mount.mountpoint)
