@@ -34,10 +34,11 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from planner import kernel
-from planner.errors import PlannerError
+from planner.errors import DumpError, PlannerError
 from planner.mountinfo import Mount, parse
 from planner.paths import from_root, is_clean
 from planner.targets import Target
+from planner.tree import MountTree
 
 Key = int | str  # a dump mount id, or "live:N" for a mount the dump does not have
 
@@ -205,57 +206,23 @@ def dump_shape(mounts: Iterable[Mount]) -> TreeShape:
 # --- the dump as a tree --------------------------------------------------------------------
 
 
-class DumpTree:
-    """Parents, children and visible-path resolution over a dump's mounts (modern kernel rules)."""
+class DumpTree(MountTree):
+    """The dump's MountTree, as the replica can build it (modern kernel rules), plus where a
+    path leads and where it lies inside a mount's filesystem."""
 
     def __init__(self, mounts: list[Mount]) -> None:
-        self.by_id: dict[int, Mount] = {}
-        for m in mounts:
-            if m.mount_id in self.by_id:
+        try:
+            super().__init__(mounts, "<dump>")
+        except DumpError as err:
+            raise ReplicaError(f"the replica needs one well-formed tree: {err.reason}") from None
+        for (parent, mountpoint), ids in self.children_at.items():
+            if len(ids) > 1:
                 raise ReplicaError(
-                    f"mount id {m.mount_id} appears twice in the dump (lines {self.by_id[m.mount_id].line_no} and {m.line_no})"
-                )
-            self.by_id[m.mount_id] = m
-        roots = [m for m in mounts if m.parent_id not in self.by_id or m.parent_id == m.mount_id]
-        if len(roots) != 1:
-            raise ReplicaError(
-                f"the replica needs exactly one root mount (one whose parent is not in the table); "
-                f"this dump has {len(roots)}: {[m.mount_id for m in roots]}"
-            )
-        self.root = roots[0]
-        if self.root.mountpoint != "/":
-            raise ReplicaError(f"root mount {self.root.mount_id} is on {self.root.mountpoint}, not on /")
-        self.children: dict[int, list[Mount]] = {}
-        self.at: dict[tuple[int, str], Mount] = {}
-        for m in mounts:
-            if m is self.root:
-                continue
-            parent = self.by_id[m.parent_id]
-            if under(m.mountpoint, parent.mountpoint) is None:
-                raise ReplicaError(
-                    f"mount {m.mount_id} on {m.mountpoint} is not under its parent {parent.mount_id}'s mountpoint {parent.mountpoint}"
-                )
-            other = self.at.get((parent.mount_id, m.mountpoint))
-            if other is not None:
-                raise ReplicaError(
-                    f"mounts {other.mount_id} and {m.mount_id} are siblings on the same mountpoint {m.mountpoint} "
-                    f"(parent {parent.mount_id}): a legacy shadow mount from an old kernel; a modern kernel stacks "
+                    f"mounts {ids[0]} and {ids[1]} are siblings on the same mountpoint {mountpoint} "
+                    f"(parent {parent}): a legacy shadow mount from an old kernel; a modern kernel stacks "
                     f"mounts as parent and child, so this tree cannot be built here"
                 )
-            self.at[(parent.mount_id, m.mountpoint)] = m
-            self.children.setdefault(parent.mount_id, []).append(m)
-        self.order = self._parents_first()
-
-    def _parents_first(self) -> list[Mount]:
-        order, todo = [], [self.root]
-        while todo:
-            m = todo.pop(0)
-            order.append(m)
-            todo.extend(self.children.get(m.mount_id, ()))
-        if len(order) != len(self.by_id):
-            lost = sorted(set(self.by_id) - {m.mount_id for m in order})
-            raise ReplicaError(f"mounts {lost} are not reachable from the root mount (a parent cycle)")
-        return order
+        self.at: dict[tuple[int, str], Mount] = {place: self.by_id[ids[0]] for place, ids in self.children_at.items()}
 
     def visible(self, path: str) -> Mount:
         """The mount a walk of `path` from the root ends in (topmost at each component)."""
@@ -346,7 +313,7 @@ def file_mounts_of(tree: DumpTree, targets: Iterable[Target], declared: Collecti
     grown = True
     while grown:
         grown = False
-        for m in tree.order:
+        for m in tree.top_down:
             if m is tree.root or m.mount_id in files:
                 continue
             parent = tree.by_id[m.parent_id]
@@ -377,7 +344,7 @@ def _object_kinds(tree: DumpTree, targets: Iterable[Target], file_mounts: Collec
             raise ReplicaError(f"{why}: {path} on device {dev} must be a {kind} and a {have}")
         paths[path] = kind
 
-    for m in tree.order:
+    for m in tree.top_down:
         kind = "file" if m.mount_id in file_mounts else "dir"
         want(m.dev, sb_path(m.root), kind, f"root of mount {m.mount_id}")
         if m is not tree.root:
@@ -461,7 +428,7 @@ def _group_order(
     """Peer groups masters first, each group's master group, each group's device."""
     master_of: dict[int, int | None] = {}
     dev_of: dict[int, str] = {}
-    for m in tree.order:
+    for m in tree.top_down:
         for g in (m.shared, m.master):
             if g is None:
                 continue
@@ -534,7 +501,7 @@ def build_replica(
 
         sb: dict[str, int] = {}
         dev_of: dict[str, int] = {}
-        for m in tree.order:
+        for m in tree.top_down:
             if m.dev not in sb:
                 sb[m.dev] = keep(kernel.new_tmpfs())
                 dev_of[m.dev] = kernel.statx_mount_id(sb[m.dev])[1]
@@ -549,7 +516,7 @@ def build_replica(
         live_fd[root.mount_id] = keep(kernel.open_tree(sb[root.dev], from_root(sb_path(root.root)), _CLONE))
         root_dir = keep(os.open("root", _O_PATH_DIR, dir_fd=scratch))
         kernel.attach(live_fd[root.mount_id], root_dir)
-        for parent in tree.order:
+        for parent in tree.top_down:
             kids = tree.children.get(parent.mount_id, [])
             spots: list[int] = []
             for kid in kids:
@@ -586,7 +553,7 @@ def build_replica(
                 _set_group(anchors[up], anchor)
                 _propagation_of(anchor, kernel.MS_SLAVE)
             _propagation_of(anchor, kernel.MS_SHARED)
-        for m in tree.order:
+        for m in tree.top_down:
             fd = live_fd[m.mount_id]
             if m.shared is not None:
                 _set_group(anchors[m.shared], fd)  # a slave anchor passes its master on too
@@ -595,7 +562,7 @@ def build_replica(
                 _propagation_of(fd, kernel.MS_SLAVE)
             if m.unbindable:
                 _propagation_of(fd, kernel.MS_UNBINDABLE)
-        with_members = {m.shared for m in tree.order if m.shared is not None}
+        with_members = {m.shared for m in tree.top_down if m.shared is not None}
         for g in reversed(groups):
             if g in with_members:
                 # Unmounting one peer leaves the group, and the slaves it held, with the others.
@@ -620,7 +587,7 @@ def build_replica(
         live_to_dump={v: k for k, v in dump_to_live.items()},
         dev_of=dev_of,
         objects=objects,
-        expected=dump_shape(tree.order),
+        expected=dump_shape(tree.top_down),
         live_dev_to_dump=live_dev_to_dump,
         handles=live_fd,
     )

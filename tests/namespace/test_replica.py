@@ -95,5 +95,5 @@ def test_legacy_shadow_siblings_are_refused() -> None:
 
 def test_a_dump_without_a_single_root_is_refused() -> None:
     mounts = parse("2 1 0:60 / /a rw - tmpfs a rw\n3 1 0:61 / /b rw - tmpfs b rw\n")
-    with pytest.raises(ReplicaError, match="exactly one root"):
+    with pytest.raises(ReplicaError, match="one well-formed tree: two root mounts"):
         kernel.run_in_namespace(build_replica, mounts)
