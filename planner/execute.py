@@ -120,6 +120,10 @@ def _clean(path: object, what: str) -> str:
     return path
 
 
+def _mount_from_to(step: Mapping[str, Any]) -> tuple[int, str, str]:
+    return step["mount"], _clean(step["from"], "from"), _clean(step["to"], "to")
+
+
 def _split(path: str) -> tuple[str, str]:
     head, _, name = path.rstrip("/").rpartition("/")
     return head or "/", name
@@ -355,18 +359,25 @@ class Executor:
     def _mismatch(self, path: str, live: int, mount: object) -> Mismatch:
         return Mismatch(f"{path} names mount {self.replica.key(live)}, the step says {mount}")
 
-    def op_move_aside(self, index: int, step: Mapping[str, Any]) -> None:
-        mount, src, dest = (
-            step["mount"],
-            _clean(step["from"], "from"),
-            _clean(step["to"], "to"),
-        )
-        # The fd `from` resolves to is both what is checked and what moves: nothing between.
-        fd = kernel.openat2(self.root_fd, from_root(src), _O_PATH, _RESOLVE)
+    def _open_mount(self, path: str, mount: int) -> tuple[int, int, int]:
+        """(fd, live id, mode) of the mount whose root `path` names, which must be `mount`.
+
+        The fd is both what is checked and what then moves: nothing can come in between.
+        """
+        fd = kernel.openat2(self.root_fd, from_root(path), _O_PATH, _RESOLVE)
         try:
             live, _, _, mode = kernel.statx_ids(fd)
             if live != self.replica.dump_to_live.get(mount):
-                raise self._mismatch(src, live, mount)
+                raise self._mismatch(path, live, mount)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, live, mode
+
+    def op_move_aside(self, index: int, step: Mapping[str, Any]) -> None:
+        mount, src, dest = _mount_from_to(step)
+        fd, live, mode = self._open_mount(src, mount)
+        try:
             # A file mount (a file-on-file bind) can only sit on a file: its slot is one.
             is_dir = stat.S_ISDIR(mode)
             yard, name = self._slot(dest)
@@ -388,17 +399,10 @@ class Executor:
             raise Mismatch(f"after the move {dest} names mount {self.replica.key(got)}, not {mount}")
 
     def op_move_back(self, index: int, step: Mapping[str, Any]) -> None:
-        mount, src, dest = (
-            step["mount"],
-            _clean(step["from"], "from"),
-            _clean(step["to"], "to"),
-        )
+        mount, src, dest = _mount_from_to(step)
         rel = from_root(dest)
-        fd = kernel.openat2(self.root_fd, from_root(src), _O_PATH, _RESOLVE)
+        fd, live, mode = self._open_mount(src, mount)
         try:
-            live, _, _, mode = kernel.statx_ids(fd)
-            if live != self.replica.dump_to_live.get(mount):
-                raise self._mismatch(src, live, mount)
             to = kernel.openat2(self.root_fd, rel, _O_PATH, _RESOLVE)
             try:
                 self._move_fd(fd, to, "", _MOVE)
@@ -421,11 +425,7 @@ class Executor:
             raise Mismatch(f"after the move {dest} names mount {self.replica.key(got)}, not {mount}")
 
     def op_keeper_bind(self, index: int, step: Mapping[str, Any]) -> None:
-        mount, src, dest = (
-            step["mount"],
-            _clean(step["from"], "from"),
-            _clean(step["to"], "to"),
-        )
+        mount, src, dest = _mount_from_to(step)
         parent = self.named(mount, src, allow_stacked=True)
         try:
             keeper = kernel.clone_mount(parent)  # joins the parent's peer group
@@ -465,11 +465,7 @@ class Executor:
         kernel.move_mount(keeper[2], "", parent_fd, "", _MOVE | kernel.MOVE_MOUNT_SET_GROUP)
 
     def op_rejoin_group(self, index: int, step: Mapping[str, Any]) -> None:
-        mount, src, dest = (
-            step["mount"],
-            _clean(step["from"], "from"),
-            _clean(step["to"], "to"),
-        )
+        mount, src, dest = _mount_from_to(step)
         keeper = self.keepers.get(mount)
         fd = self.resolve(src)
         try:
