@@ -20,6 +20,7 @@ class Session:
     # Where each target's mount sits and where each mount-source's `to` leads, as dumped.
     homes: dict[int, str] = field(default_factory=dict)
     unbindable: set[int] = field(default_factory=set)
+    locked: frozenset[int] = frozenset()
     destinations: dict[str, Landing] = field(default_factory=dict)
     yards: dict[str, int] = field(default_factory=dict)
     keepers: dict[int, int] = field(default_factory=dict)  # keeper id -> the mount it keeps
@@ -82,6 +83,9 @@ def apply_step(session: Session, step: Step) -> None:
         parent = ns.parent[step.mount]
         if parent is None:
             raise SimError(f"{_name(ns, step.mount)} is the root mount: it cannot be moved")
+        if step.mount in session.locked:
+            # fs/namespace.c do_move_mount(): a mount locked to its parent cannot leave it
+            raise SimError(f"the kernel refuses (EINVAL): {_name(ns, step.mount)} is locked to its parent (inherited into a user namespace)")
         if ns.group[parent] is not None:
             # fs/namespace.c do_move_mount(): "moving a mount residing under a shared mount is unsupported"
             raise SimError(f"the kernel refuses (EINVAL): {_name(ns, step.mount)}'s parent {_name(ns, parent)} is shared")
@@ -96,6 +100,8 @@ def apply_step(session: Session, step: Step) -> None:
     elif op == "keeper-bind":
         assert step.mount is not None and step.src is not None and step.to is not None
         _named(ns, step.src, step.mount, "keeper source")
+        if step.mount in session.unbindable:
+            raise SimError(f"the kernel refuses (EINVAL) to bind {_name(ns, step.mount)}: it is unbindable, so no keeper can join its group")
         # A bind of a shared mount joins its peer group (and its master, if it is a slave).
         keeper = ns.add(f"keeper of {ns.label(step.mount)}", ns.group[step.mount], ns.master[step.mount])
         _place(session, keeper, step.to, f"keeper {step.to}")
@@ -165,15 +171,14 @@ def _reach_target(session: Session, step: Step) -> None:
     session.done.add(target.id)
 
 
-def new_session(tree: MountTree, targets: list[Target] | tuple[Target, ...]) -> Session:
-    session = Session(Namespace(tree), {t.id: t for t in targets})
+def new_session(tree: MountTree, targets: list[Target] | tuple[Target, ...], locked: frozenset[int] = frozenset()) -> Session:
+    session = Session(Namespace(tree), {t.id: t for t in targets}, locked=locked)
+    session.unbindable = {m.mount_id for m in tree.mounts if m.unbindable}
     for target in targets:
         mount = tree.by_id.get(target.mount)
         if mount is None:
             continue  # analysis refuses such a target; a hand plan naming it fails on "not in the dump"
         session.homes[target.mount] = mount.mountpoint
-        if mount.unbindable:
-            session.unbindable.add(target.mount)
         if target.kind == "mount-source" and target.to is not None:
             session.destinations[target.id] = session.ns.walk(target.to)
     return session
@@ -183,9 +188,14 @@ def _describe(step: Step) -> str:
     return f"{step.op} {step.target}" if step.target else f"{step.op} {step.mount if step.mount is not None else step.path}"
 
 
-def check_plan(tree: MountTree, targets: list[Target] | tuple[Target, ...], steps: list[Step]) -> list[str]:
-    """Every problem with the plan, or [] when it reaches every target and restores the tree."""
-    session = new_session(tree, targets)
+def check_plan(
+    tree: MountTree, targets: list[Target] | tuple[Target, ...], steps: list[Step], locked: frozenset[int] = frozenset()
+) -> list[str]:
+    """Every problem with the plan, or [] when it reaches every target and restores the tree.
+
+    `locked`: mounts locked to their parent (the dump's locked_mounts), which no move may take.
+    """
+    session = new_session(tree, targets, locked)
     before = session.ns.shape()
     problems: list[str] = []
     for index, step in enumerate(steps):

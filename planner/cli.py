@@ -104,7 +104,7 @@ def analyze_cmd(dump_path: str, targets: tuple[str, ...], as_json: bool) -> None
 def plan(dump_path: str, targets: tuple[str, ...], fmt: str, yard: str, kernel: tuple[int, int], output: str | None) -> None:
     """An ordered move-aside plan that reaches every target and restores the tree."""
     dump = load(dump_path, targets)
-    result = make_plan(_tree(dump), dump.targets, yard=yard, kernel=kernel)
+    result = make_plan(_tree(dump), dump.targets, yard=yard, kernel=kernel, locked=dump.locked_mounts)
     if fmt == "json":
         _emit(json.dumps(render.plan_json(result), indent=2) + "\n", output)
     elif fmt == "shell":
@@ -123,7 +123,7 @@ def check(dump_path: str, plan_path: str, targets: tuple[str, ...]) -> None:
     steps = load_plan(plan_path)
     tree = _tree(dump)
     analyze(tree, dump.targets)  # the targets themselves must make sense first (exit 2 if not)
-    problems = check_plan(tree, dump.targets, steps)
+    problems = check_plan(tree, dump.targets, steps, dump.locked_mounts)
     if problems:
         raise PlanRejected(problems)
     moves = sum(1 for s in steps if s.op == "move-aside")
@@ -145,11 +145,11 @@ def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: s
     if plan_path is not None:
         steps = load_plan(plan_path)
         analyze(tree, dump.targets)
-        problems = check_plan(tree, dump.targets, steps)
+        problems = check_plan(tree, dump.targets, steps, dump.locked_mounts)
         if problems:
             raise PlanRejected(problems)
     else:
-        steps = list(make_plan(tree, dump.targets, yard=yard, kernel=_running_kernel()).steps)
+        steps = list(make_plan(tree, dump.targets, yard=yard, kernel=_running_kernel(), locked=dump.locked_mounts).steps)
     report: dict[str, Any] = execute.execute(
         list(dump.mounts), list(dump.targets), [s.as_json() for s in steps], file_mounts=dump.file_mounts
     )

@@ -26,6 +26,8 @@ class Dump:
     mounts: tuple[Mount, ...]
     targets: tuple[Target, ...]
     file_mounts: frozenset[int] = frozenset()
+    # Mounts locked to their parent (inherited into a user namespace): no move can take them apart.
+    locked_mounts: frozenset[int] = frozenset()
     title: str = ""
     expect: dict[str, Any] = field(default_factory=dict, compare=False)
     table_source: str = ""  # what the mount table's line numbers belong to, when not `source`
@@ -42,6 +44,8 @@ class Dump:
         }
         if self.file_mounts:
             out["file_mounts"] = sorted(self.file_mounts)
+        if self.locked_mounts:
+            out["locked_mounts"] = sorted(self.locked_mounts)
         return out
 
 
@@ -150,11 +154,12 @@ def _targets(raw: object, source: str, text: str, lines: list[int | None], shape
     return tuple(_target(t, source, lines[i] if i < len(lines) else None, i) for i, t in enumerate(raw))
 
 
-def _file_mounts(raw: object, source: str, text: str) -> frozenset[int]:
+def _mount_ids(data: dict[str, Any], key: str, source: str, text: str) -> frozenset[int]:
+    raw = data.get(key)
     if raw is None:
         return frozenset()
     if not isinstance(raw, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in raw):
-        raise DumpError(source, _key_line(text, "file_mounts"), "file_mounts must be a list of mount ids")
+        raise DumpError(source, _key_line(text, key), f"{key} must be a list of mount ids")
     return frozenset(raw)
 
 
@@ -172,7 +177,8 @@ def from_json(data: dict[str, Any], source: str, text: str) -> Dump:
     table = f"{source} (mountinfo)"
     mounts = tuple(mountinfo.parse(info, table))
     targets = _targets(data.get("targets", []), source, text, list(_json_element_lines(text, "targets")))
-    return Dump(source, info, mounts, targets, _file_mounts(data.get("file_mounts"), source, text), table_source=table)
+    return Dump(source, info, mounts, targets, _mount_ids(data, "file_mounts", source, text),
+                _mount_ids(data, "locked_mounts", source, text), table_source=table)
 
 
 def from_toml(text: str, source: str) -> Dump:
@@ -194,8 +200,9 @@ def from_toml(text: str, source: str) -> Dump:
     lines = _toml_target_lines(text) if isinstance(raw_targets, list) else []
     targets = _targets(raw_targets, source, text, lines, "an array of tables ([[targets]])")
     expect = data.get("expect", {})
-    return Dump(source, info, mounts, targets, _file_mounts(data.get("file_mounts"), source, text),
-                str(data.get("title", "")), expect if isinstance(expect, dict) else {})
+    return Dump(source, info, mounts, targets, _mount_ids(data, "file_mounts", source, text),
+                _mount_ids(data, "locked_mounts", source, text), str(data.get("title", "")),
+                expect if isinstance(expect, dict) else {})
 
 
 def parse_target_option(option: str, index: int) -> Target:

@@ -60,12 +60,14 @@ class _Out:
 
 
 class _Planner:
-    def __init__(self, tree: MountTree, analysis: Analysis, yard: str, kernel: tuple[int, int]) -> None:
+    def __init__(
+        self, tree: MountTree, analysis: Analysis, yard: str, kernel: tuple[int, int], locked: frozenset[int]
+    ) -> None:
         self.tree = tree
         self.analysis = analysis
         self.yard = yard
         self.kernel = kernel
-        self.session: Session = new_session(tree, [f.target for f in analysis.targets])
+        self.session: Session = new_session(tree, [f.target for f in analysis.targets], locked)
         self.steps: list[Step] = []
         self.out: list[_Out] = []
         # The mounts of the "move" entries in self.out, so reach() asks "is any of my chain out?"
@@ -163,6 +165,11 @@ class _Planner:
             raise PlanRefused(
                 f"target {target.id}: mount {mount}'s parent {parent} is shared; putting it back in its peer group "
                 f"needs MOVE_MOUNT_SET_GROUP (Linux 5.15+), planning for {self.kernel[0]}.{self.kernel[1]}"
+            )
+        if parent in self.session.unbindable:
+            raise PlanRefused(
+                f"target {target.id}: mount {mount}'s parent {parent} is shared and unbindable: no keeper can be "
+                "bound to hold its peer group"
             )
         home = ns.mount_path(parent)
         if home is None or ns.walk(home).mount != parent or ns.walk(home).rel:
@@ -283,17 +290,24 @@ def make_plan(
     targets: list[Target] | tuple[Target, ...],
     yard: str = DEFAULT_YARD,
     kernel: tuple[int, int] = (6, 18),
+    locked: frozenset[int] = frozenset(),
 ) -> Plan:
-    """The plan for `targets`, or PlanRefused saying why none the kernel would accept exists."""
+    """The plan for `targets`, or PlanRefused saying why none the kernel would accept exists.
+
+    kernel: the kernel the plan is for (the CLI passes the running one); locked: mounts locked
+    to their parent in a user namespace (the dump's locked_mounts), which no move may take.
+    """
     with collector_paused():
-        return _make_plan(tree, targets, yard, kernel)
+        return _make_plan(tree, targets, yard, kernel, locked)
 
 
-def _make_plan(tree: MountTree, targets: list[Target] | tuple[Target, ...], yard: str, kernel: tuple[int, int]) -> Plan:
+def _make_plan(
+    tree: MountTree, targets: list[Target] | tuple[Target, ...], yard: str, kernel: tuple[int, int], locked: frozenset[int]
+) -> Plan:
     if not is_clean(yard) or yard == "/":
         raise PlanRefused(f"yard {yard!r} must be an absolute clean path below /")
     analysis = analyze(tree, targets)
-    planner = _Planner(tree, analysis, yard, kernel)
+    planner = _Planner(tree, analysis, yard, kernel, locked)
     before = planner.session.ns.shape()
     planner.check_yard()
     for finding in target_order(analysis):

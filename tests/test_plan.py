@@ -128,3 +128,26 @@ def test_a_mountpoint_named_deleted_is_an_ordinary_path() -> None:
 def test_custom_yard_is_used() -> None:
     plan = make_plan(tree_of(*SEED), targets_of(("open", 123, "/sys/fs/cgroup/cgmanager/f")), yard="/run/yard")
     assert plan.steps[0].path == "/run/yard" and plan.steps[1].to == "/run/yard/0"
+
+
+def test_a_shared_unbindable_parent_gets_no_keeper() -> None:
+    # The kernel never shows both, but a dump may: no keeper could be bound to hold the group.
+    tree = tree_of(ROOT, "2 1 0:40 / /a rw shared:5 unbindable - tmpfs a rw", "3 2 0:41 / /a/b rw - tmpfs b rw")
+    with pytest.raises(PlanRefused, match="parent 2 is shared and unbindable: no keeper"):
+        make_plan(tree, targets_of(("open", 2, "/a/b/f")))
+
+
+def test_a_locked_cover_is_refused_and_check_rejects_moving_it() -> None:
+    tree = tree_of(ROOT, "2 1 0:40 / /a rw - tmpfs a rw", "3 2 0:41 / /a/b rw - tmpfs b rw")
+    targets = targets_of(("open", 2, "/a/b/f"))
+    with pytest.raises(PlanRefused, match="mount 3 is locked to its parent"):
+        make_plan(tree, targets, locked=frozenset({3}))
+    steps = list(make_plan(tree, targets).steps)
+    assert check_plan(tree, targets, steps, frozenset({3})) == [
+        "step 1 (move-aside 3): the kernel refuses (EINVAL): mount 3 is locked to its parent (inherited into a user namespace)"]
+
+
+def test_a_mount_source_from_an_unbindable_mount_is_refused() -> None:
+    tree = tree_of(ROOT, "2 1 0:40 / /a rw unbindable - tmpfs a rw")
+    with pytest.raises(PlanRefused, match=r"refuses \(EINVAL\) to bind from mount 2: it is unbindable"):
+        make_plan(tree, targets_of(("mount-source", 2, "/a/src", "/mnt")))

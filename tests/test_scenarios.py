@@ -39,9 +39,9 @@ def test_plan_passes_check_at_the_lower_bound(scenario_path: str) -> None:
     tree = MountTree(dump.mounts, dump.source)
     if "refuse" in dump.expect:
         with pytest.raises(PlanRefused, match=dump.expect["refuse"]):
-            make_plan(tree, dump.targets)
+            make_plan(tree, dump.targets, locked=dump.locked_mounts)
         return
-    plan = make_plan(tree, dump.targets)
+    plan = make_plan(tree, dump.targets, locked=dump.locked_mounts)
     assert check_plan(tree, dump.targets, list(plan.steps)) == []
     assert plan.moves == dump.expect.get("moves", plan.lower_bound)
     assert plan.lower_bound == dump.expect["lower_bound"]
