@@ -483,19 +483,23 @@ class Executor:
         if done is not None:
             os.close(done[1])
 
+    def _unmount(self, path: str, live: int, what: str) -> None:
+        """Unmount what `path` names, only if the kernel says it is mount `live` (`what`, for the error)."""
+        fd = self.resolve(path)
+        try:
+            got = kernel.statx_mount_id(fd)[0]
+        finally:
+            os.close(fd)
+        if got != live:
+            raise Mismatch(f"{path} is mount {self.replica.key(got)}, not {what}")
+        kernel.umount2(path, kernel.UMOUNT_NOFOLLOW)
+
     def _remove_keeper(self, mount: int) -> None:
         live, path, fd = self.keepers[mount]
         if fd >= 0:  # -1 once a first attempt closed it (the rollback retries a failed removal)
             os.close(fd)  # an open fd on the keeper would make it busy
             self.keepers[mount] = (live, path, -1)
-        check = self.resolve(path)
-        try:
-            got = kernel.statx_mount_id(check)[0]
-        finally:
-            os.close(check)
-        if got != live:
-            raise Mismatch(f"{path} is mount {self.replica.key(got)}, not the keeper of mount {mount}")
-        kernel.umount2(path, kernel.UMOUNT_NOFOLLOW)
+        self._unmount(path, live, f"the keeper of mount {mount}")
         del self.keepers[mount]
         try:
             self.remove_dir(path)
@@ -726,14 +730,7 @@ class Executor:
                 self.remove_dir(item.path)
         elif kind == "created":
             live, dest = item
-            fd = self.resolve(dest)
-            try:
-                got = kernel.statx_mount_id(fd)[0]
-            finally:
-                os.close(fd)
-            if got != live:
-                raise Mismatch(f"{dest} is mount {self.replica.key(got)}, not the one the plan made")
-            kernel.umount2(dest, kernel.UMOUNT_NOFOLLOW)
+            self._unmount(dest, live, "the one the plan made")
 
     def _unrestored(self, kind: str, item: Any, exc: BaseException) -> dict[str, object]:
         err = exc.errno if isinstance(exc, OSError) else None
