@@ -9,7 +9,8 @@ def is_clean(path: str) -> bool:
         return False
     if path == "/":
         return True
-    return all(part not in ("", ".", "..") for part in path[1:].split("/"))
+    # Substring tests, not a split: the executor checks every step's paths with this.
+    return not ("//" in path or "/./" in path or "/../" in path or path.endswith(("/", "/.", "/..")))
 
 
 def from_root(path: str) -> str:
