@@ -85,12 +85,12 @@ def apply_step(session: Session, step: Step) -> None:
             raise SimError(f"{_name(ns, step.mount)} is the root mount: it cannot be moved")
         if step.mount in session.locked:
             # fs/namespace.c do_move_mount(): a mount locked to its parent cannot leave it
-            raise SimError(f"the kernel refuses (EINVAL): {_name(ns, step.mount)} is locked to its parent (inherited into a user namespace)")
+            raise SimError(f"the kernel would refuse (EINVAL): {_name(ns, step.mount)} is locked to its parent (inherited into a user namespace)")
         if ns.group[parent] is not None:
             # fs/namespace.c do_move_mount(): "moving a mount residing under a shared mount is unsupported"
-            raise SimError(f"the kernel refuses (EINVAL): {_name(ns, step.mount)}'s parent {_name(ns, parent)} is shared")
+            raise SimError(f"the kernel would refuse (EINVAL): {_name(ns, step.mount)}'s parent {_name(ns, parent)} is shared")
         if ns.in_subtree(ns.walk(step.to).mount, step.mount):
-            raise SimError(f"the kernel refuses (ELOOP): {step.to} lies inside {_name(ns, step.mount)}, the mount being moved")
+            raise SimError(f"the kernel would refuse (ELOOP): {step.to} lies inside {_name(ns, step.mount)}, the mount being moved")
         ns.detach(step.mount)
         try:
             _place(session, step.mount, step.to, f"destination {step.to}")
@@ -101,7 +101,7 @@ def apply_step(session: Session, step: Step) -> None:
         assert step.mount is not None and step.src is not None and step.to is not None
         _named(ns, step.src, step.mount, "keeper source")
         if step.mount in session.unbindable:
-            raise SimError(f"the kernel refuses (EINVAL) to bind {_name(ns, step.mount)}: it is unbindable, so no keeper can join its group")
+            raise SimError(f"the kernel would refuse (EINVAL) to bind {_name(ns, step.mount)}: it is unbindable, so no keeper can join its group")
         # A bind of a shared mount joins its peer group (and its master, if it is a slave).
         keeper = ns.add(f"keeper of {ns.label(step.mount)}", ns.group[step.mount], ns.master[step.mount])
         _place(session, keeper, step.to, f"keeper {step.to}")
@@ -153,7 +153,7 @@ def _reach_target(session: Session, step: Step) -> None:
     if target.kind == "mount-source":
         assert target.to is not None
         if target.mount in session.unbindable:
-            raise SimError(f"the kernel refuses (EINVAL) to bind from mount {target.mount}: it is unbindable")
+            raise SimError(f"the kernel would refuse (EINVAL) to bind from mount {target.mount}: it is unbindable")
         dumped = session.destinations[target.id]
         now = ns.walk(target.to)
         under, rel = now.mount, now.rel
@@ -231,7 +231,10 @@ def _shape_text(ns: Namespace, mount_id: int, shape: tuple[int | None, str, int 
     if shape is None:
         return f"{_name(ns, mount_id)} (absent)"
     parent, rel, group, master = shape
-    where = "root" if parent is None else f"on {_name(ns, parent)} at {rel or '/'}"
+    if parent is None:
+        where = "the root mount"
+    else:  # rel is the mount point inside the parent mount, not an absolute path
+        where = f"on {_name(ns, parent)}, " + (f"at {rel} inside it" if rel else "on its root")
     prop = f", shared:{group}" if group is not None else ""
     prop += f", master:{master}" if master is not None else ""
     return f"{_name(ns, mount_id)} {where}{prop}"

@@ -6,6 +6,7 @@ was rolled back; 2 bad input or usage (one line naming the file and line).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -16,8 +17,9 @@ import click
 from planner import render
 from planner.analysis import analyze
 from planner.check import check_plan
-from planner.dump import Dump, decode, load, read_input
+from planner.dump import Dump, decode, json_element_lines, key_line, load, read_input
 from planner.errors import DumpError, PlannerError, PlanRejected
+from planner.paths import is_clean
 from planner.plan import DEFAULT_YARD, make_plan
 from planner.steps import FORMAT, Step, step_from_json
 from planner.tree import MountTree
@@ -33,10 +35,17 @@ def _emit(text: str, output: str | None) -> None:
     if output is None or output == "-":
         click.echo(text, nl=False)
         return
+    if os.path.isdir(output):
+        raise DumpError(output, None, "cannot write: it is a directory")
     tmp = output + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, output)  # never a half-written plan
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, output)  # never a half-written plan
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise DumpError(output, None, f"cannot write: {err.strerror}") from None
 
 
 def _running_kernel() -> tuple[int, int]:
@@ -47,10 +56,17 @@ def _running_kernel() -> tuple[int, int]:
 def _kernel_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, int]:
     if value is None:
         return _running_kernel()
-    major, dot, minor = value.partition(".")
-    if not (major.isdigit() and dot and minor.isdigit()):
+    # X.Y, or what `uname -r` prints (6.18.44-fc-v595): only X.Y matters here.
+    parts = value.split("-")[0].split(".")
+    if len(parts) < 2 or not all(p.isascii() and p.isdigit() and len(p) <= 4 for p in parts[:2]):
         raise click.BadParameter(f"expected X.Y, got {value!r}")
-    return int(major), int(minor)
+    return int(parts[0]), int(parts[1])
+
+
+def _yard_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and (not is_clean(value) or value == "/"):
+        raise click.BadParameter(f"{value!r} must be an absolute path below /, with no '.', '..' or empty parts")
+    return value
 
 
 def load_plan(path: str) -> list[Step]:
@@ -60,14 +76,22 @@ def load_plan(path: str) -> list[Step]:
         raw = json.loads(text)
     except json.JSONDecodeError as err:
         raise DumpError(source, err.lineno, f"not valid JSON: {err.msg}") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT or not isinstance(raw.get("steps"), list):
-        raise DumpError(source, 1, f"expected a {FORMAT} object with a 'steps' list")
+    if not isinstance(raw, dict):
+        raise DumpError(source, 1, f"expected a {FORMAT} object")
+    if raw.get("format") != FORMAT:
+        raise DumpError(source, key_line(text, "format"), f"format must be {FORMAT!r}, got {raw.get('format')!r}")
+    if not isinstance(raw.get("steps"), list):
+        raise DumpError(source, key_line(text, "steps"), "'steps' must be a list")
+    lines = json_element_lines(text, "steps")
     steps = []
     for index, item in enumerate(raw["steps"]):
         try:
             steps.append(step_from_json(item))
         except ValueError as err:
-            raise DumpError(source, None, f"step {index}: {err}") from None
+            raise DumpError(source, lines[index] if index < len(lines) else None, f"step {index}: {err}") from None
+    moves = sum(1 for s in steps if s.op == "move-aside")
+    if "moves" in raw and raw["moves"] != moves:
+        raise DumpError(source, key_line(text, "moves"), f"'moves' says {raw['moves']!r}, the steps hold {moves} move-asides")
     return steps
 
 
@@ -98,7 +122,8 @@ def analyze_cmd(dump_path: str, targets: tuple[str, ...], as_json: bool) -> None
 @click.argument("dump_path", metavar="DUMP")
 @click.option("--target", "targets", multiple=True, metavar="MOUNT:PATH[:KIND]", help=TARGET_HELP)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "shell"]), default="text", show_default=True)
-@click.option("--yard", default=DEFAULT_YARD, show_default=True, help="where covering mounts are parked")
+@click.option("--yard", default=DEFAULT_YARD, show_default=True, callback=_yard_option,
+              help="where covering mounts are parked")
 @click.option("--kernel", callback=_kernel_option, metavar="X.Y", help="plan for this kernel (default: the running one)")
 @click.option("-o", "--output", metavar="FILE", help="write the plan here instead of standard output")
 def plan(dump_path: str, targets: tuple[str, ...], fmt: str, yard: str, kernel: tuple[int, int], output: str | None) -> None:
@@ -134,25 +159,33 @@ def check(dump_path: str, plan_path: str, targets: tuple[str, ...]) -> None:
 @click.argument("dump_path", metavar="DUMP")
 @click.option("--target", "targets", multiple=True, metavar="MOUNT:PATH[:KIND]", help=TARGET_HELP)
 @click.option("--plan", "plan_path", metavar="PLAN", help="run this plan instead of planning afresh")
-@click.option("--yard", default=DEFAULT_YARD, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
-def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: str, as_json: bool) -> None:
+@click.option("--yard", callback=_yard_option, help=f"where covering mounts are parked [default: {DEFAULT_YARD}]")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON (also when it stops early)")
+def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: str | None, as_json: bool) -> None:
     """Build a replica in a throwaway namespace, run the plan, verify with the kernel."""
     from planner import execute
 
+    if plan_path is not None and yard is not None:
+        raise click.UsageError("--yard plans afresh; a --plan brings its own yard")
     dump = load(dump_path, targets)
     tree = _tree(dump)
-    if plan_path is not None:
-        steps = load_plan(plan_path)
-        analyze(tree, dump.targets)
-        problems = check_plan(tree, dump.targets, steps, dump.locked_mounts)
-        if problems:
-            raise PlanRejected(problems)
-    else:
-        steps = list(make_plan(tree, dump.targets, yard=yard, kernel=_running_kernel(), locked=dump.locked_mounts).steps)
-    report: dict[str, Any] = execute.execute(
-        list(dump.mounts), list(dump.targets), [s.as_json() for s in steps], file_mounts=dump.file_mounts
-    )
+    try:
+        if plan_path is not None:
+            steps = load_plan(plan_path)
+            analyze(tree, dump.targets)
+            problems = check_plan(tree, dump.targets, steps, dump.locked_mounts)
+            if problems:
+                raise PlanRejected(problems)
+        else:
+            plan = make_plan(tree, dump.targets, yard=yard or DEFAULT_YARD, kernel=_running_kernel(), locked=dump.locked_mounts)
+            steps = list(plan.steps)
+        report: dict[str, Any] = execute.execute(
+            list(dump.mounts), list(dump.targets), [s.as_json() for s in steps], file_mounts=dump.file_mounts
+        )
+    except PlannerError as err:
+        if as_json and err.exit_status == 1:  # a script reading --json still gets an answer
+            click.echo(json.dumps({"ok": False, "error": str(err), "steps_run": 0}, indent=2))
+        raise
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -176,8 +209,13 @@ def main() -> None:
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
+    except click.UsageError as err:
+        # One line, like every other bad input (click's own three lines add nothing a script reads).
+        where = f"{err.ctx.info_name}: " if err.ctx is not None and err.ctx.parent is not None else ""
+        click.echo(f"overmount: {where}{_one_line(err.format_message())} (see --help)", err=True)
+        sys.exit(2)
     except click.ClickException as err:
-        err.show()
+        click.echo(f"overmount: {_one_line(err.format_message())}", err=True)
         sys.exit(2 if err.exit_code in (1, 2) else err.exit_code)
     except click.exceptions.Abort:
         click.echo("overmount: aborted", err=True)

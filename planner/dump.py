@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,13 +60,13 @@ def line_of(text: str, needle: str, nth: int = 0) -> int | None:
     return text.count("\n", 0, at) + 1
 
 
-def _key_line(text: str, key: str) -> int | None:
+def key_line(text: str, key: str) -> int | None:
     """The line where a top-level key is set: `"key":` in JSON, `key =` or `[[key]]` in TOML."""
     found = re.search(rf'(?m)"{key}"\s*:|^\s*{key}\s*=|^\s*\[\[{key}\]\]', text)
     return None if found is None else text.count("\n", 0, found.start()) + 1
 
 
-def _json_element_lines(text: str, key: str) -> list[int]:
+def json_element_lines(text: str, key: str) -> list[int]:
     """The line of each element of the array under `"key":` (empty when not found)."""
     found = re.search(rf'"{key}"\s*:\s*\[', text)
     if found is None:
@@ -150,7 +151,7 @@ def _toml_target_lines(text: str) -> list[int | None]:
 
 def _targets(raw: object, source: str, text: str, lines: list[int | None], shape: str = "a list") -> tuple[Target, ...]:
     if not isinstance(raw, list):
-        raise DumpError(source, _key_line(text, "targets"), f"'targets' must be {shape}")
+        raise DumpError(source, key_line(text, "targets"), f"'targets' must be {shape}")
     return tuple(_target(t, source, lines[i] if i < len(lines) else None, i) for i, t in enumerate(raw))
 
 
@@ -159,7 +160,7 @@ def _mount_ids(data: dict[str, Any], key: str, source: str, text: str) -> frozen
     if raw is None:
         return frozenset()
     if not isinstance(raw, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in raw):
-        raise DumpError(source, _key_line(text, key), f"{key} must be a list of mount ids")
+        raise DumpError(source, key_line(text, key), f"{key} must be a list of mount ids")
     return frozenset(raw)
 
 
@@ -171,12 +172,12 @@ def _mountinfo_text(raw: object, source: str, line: int | None) -> str:
 
 def from_json(data: dict[str, Any], source: str, text: str) -> Dump:
     if data.get("format") != DUMP_FORMAT:
-        raise DumpError(source, _key_line(text, "format"), f"format must be {DUMP_FORMAT!r}, got {_short(repr(data.get('format')))}")
-    info = _mountinfo_text(data.get("mountinfo"), source, _key_line(text, "mountinfo"))
+        raise DumpError(source, key_line(text, "format"), f"format must be {DUMP_FORMAT!r}, got {_short(repr(data.get('format')))}")
+    info = _mountinfo_text(data.get("mountinfo"), source, key_line(text, "mountinfo"))
     # The embedded table's own line numbers name its lines, for parse and tree errors alike.
     table = f"{source} (mountinfo)"
     mounts = tuple(mountinfo.parse(info, table))
-    targets = _targets(data.get("targets", []), source, text, list(_json_element_lines(text, "targets")))
+    targets = _targets(data.get("targets", []), source, text, list(json_element_lines(text, "targets")))
     return Dump(source, info, mounts, targets, _mount_ids(data, "file_mounts", source, text),
                 _mount_ids(data, "locked_mounts", source, text), table_source=table)
 
@@ -191,7 +192,7 @@ def from_toml(text: str, source: str) -> Dump:
         raise DumpError(source, int(at.group(1)) if at else None, f"not valid TOML: {reason}") from None
     except (ValueError, RecursionError) as err:
         raise DumpError(source, None, f"not usable TOML: {_short(str(err))}") from None
-    start = _key_line(text, "mountinfo")
+    start = key_line(text, "mountinfo")
     info = _mountinfo_text(data.get("mountinfo"), source, start)
     # A multi-line TOML string starting right after `mountinfo = """` begins on the next line.
     first = (start or 0) + 1
@@ -218,7 +219,33 @@ def parse_target_option(option: str, index: int) -> Target:
         path = head
         kind, _, to_text = tail.partition("=")
         to = to_text or None
+    elif colon and "/" not in tail:
+        # Not silently part of the path: a mistyped KIND would plan the wrong operation.
+        # A path that really ends in ':word' names its kind explicitly (MOUNT:/a:b:open).
+        raise TargetError(where, None, f"unknown kind {tail!r} (one of {', '.join(KINDS)}; mount-source=TO)")
     return Target(f"t{index}", kind, int(mount_text), path, to, origin=where)
+
+
+def _looks_like_toml(text: str) -> bool:
+    """Standard input has no file name: a mountinfo line starts with a mount id, a scenario with a key."""
+    for line in text.split("\n"):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return not line[0].isdigit() and not line.startswith("{")
+    return False
+
+
+def _from_crit_mountpoints(text: str, source: str, path: str) -> Dump:
+    """A lone `crit decode` mountpoints JSON; the CRIU reader takes files, so stdin goes through one."""
+    from planner import criu
+
+    if path != "-":
+        return from_json(criu.dump_from_crit({"mountpoints": path}), source, text)
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = os.path.join(scratch, "mountpoints.json")
+        with open(copy, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        return from_json(criu.dump_from_crit({"mountpoints": copy}), source, text)
 
 
 def load(path: str, target_options: tuple[str, ...] | list[str] = ()) -> Dump:
@@ -233,16 +260,14 @@ def load(path: str, target_options: tuple[str, ...] | list[str] = ()) -> Dump:
         if "\0" in text:
             raise DumpError(source, line_of(text, "\0"), "NUL byte in input")
         stripped = text.lstrip()
-        if source.endswith(".toml"):
+        if source.endswith(".toml") or (path == "-" and _looks_like_toml(text)):
             dump = from_toml(text, source)
         elif stripped.startswith("{"):
             data_json = load_json(text, source)
             if not isinstance(data_json, dict):
                 raise DumpError(source, 1, "expected a JSON object")
             if data_json.get("magic") == "MNTS":
-                from planner import criu
-
-                dump = from_json(criu.dump_from_crit({"mountpoints": path}), source, text)
+                dump = _from_crit_mountpoints(text, source, path)
             else:
                 dump = from_json(data_json, source, text)
         else:

@@ -79,7 +79,7 @@ class _Aside:
 class _Yard:
     path: str
     fd: int  # the yard tmpfs's own mount fd (slots are named from it); -1 once closed
-    made: bool  # its directory was made by the executor, and goes with it
+    made: list[str]  # directories the executor made for it (mkdir -p), outermost first; they go with it
     slots: dict[str, bool]  # slot name -> is a directory (not a file)
     live: int = -1  # its live mount id
 
@@ -215,6 +215,28 @@ class Executor:
         finally:
             os.close(parent)
 
+    def make_dirs(self, path: str) -> list[str]:
+        """mkdir -p `path`: the directories made, outermost first (the yard takes them away again)."""
+        missing = []
+        current = path
+        while current != "/":
+            try:
+                os.close(self.resolve(current, os.O_PATH | os.O_DIRECTORY))
+                break
+            except FileNotFoundError:
+                missing.append(current)
+                current = _split(current)[0]
+        made: list[str] = []
+        try:
+            for directory in reversed(missing):
+                self.make_dir(directory)
+                made.append(directory)
+        except BaseException:
+            for directory in reversed(made):
+                self._remove_quietly(directory)
+            raise
+        return made
+
     def remove_dir(self, path: str, directory: bool = True) -> None:
         head, name = _split(path)
         parent = self.resolve(head, os.O_PATH | os.O_DIRECTORY)
@@ -245,7 +267,7 @@ class Executor:
         path = _clean(step["path"], "yard")
         if path in self.yards:
             raise Mismatch(f"yard {path} is already there")
-        made = self.make_dir(path)
+        made = self.make_dirs(path)
         try:
             fd = kernel.new_tmpfs({"mode": "0700"})
             try:
@@ -263,8 +285,8 @@ class Executor:
                 os.close(fd)
                 raise
         except BaseException:
-            if made:
-                self._remove_quietly(path)
+            for directory in reversed(made):
+                self._remove_quietly(directory)
             raise
         yard = _Yard(path, fd, made, slots)
         self.yards[path] = yard
@@ -287,8 +309,8 @@ class Executor:
         kernel.umount2(path, kernel.UMOUNT_NOFOLLOW)  # its slots go with its tmpfs
         self.journal.pop("yard", lambda item: item is yard)
         del self.yards[path]
-        if yard.made:
-            self.remove_dir(path)
+        for directory in reversed(yard.made):
+            self.remove_dir(directory)
 
     @staticmethod
     def _close_yard(yard: _Yard) -> None:
@@ -726,8 +748,8 @@ class Executor:
             self._close_yard(item)
             kernel.umount2(item.path, kernel.UMOUNT_NOFOLLOW)
             self.yards.pop(item.path, None)
-            if item.made:
-                self.remove_dir(item.path)
+            for directory in reversed(item.made):
+                self.remove_dir(directory)
         elif kind == "created":
             live, dest = item
             self._unmount(dest, live, "the one the plan made")
@@ -759,7 +781,7 @@ class Executor:
                 return False
             try:
                 fd = self.resolve(path, os.O_RDONLY | os.O_DIRECTORY)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # never made, or no directory could be
                 continue
             try:
                 if os.listdir(fd):
@@ -905,6 +927,9 @@ def report_text(report: Mapping[str, Any]) -> str:
         where = f", now at {lost['now_at']}" if lost.get("now_at") else ""
         lines.append(f"NOT RESTORED: {lost.get('mount', lost.get('path'))}{where}: {lost['reason']}")
     for t in report["targets"]:
+        if t["step"] is None:
+            lines.append(f"target {t['id']} ({t['kind']}): not reached (the run stopped before its step)")
+            continue
         verdict = "ok" if t["ok"] else "WRONG"
         inode = "inode ok" if t["inode_ok"] else "inode differs"
         lines.append(

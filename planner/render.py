@@ -11,6 +11,12 @@ from planner.plan import Plan
 from planner.steps import FORMAT, Step
 
 
+def _printable(text: str) -> str:
+    """Text with control characters escaped: paths come from the dumped container, so a newline in
+    one must neither end a shell comment (and start a command) nor break a table row."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def propagation(mount: Mount) -> str:
     tags = [opt for opt in mount.optional if opt.split(":")[0] in ("shared", "master", "propagate_from", "unbindable")]
     return " ".join(tags) if tags else "private"
@@ -58,7 +64,8 @@ def analysis_text(analysis: Analysis) -> str:
     for finding in analysis.targets:
         t = finding.target
         state = f"HIDDEN, covered by {_ids(c.mount for c in finding.covers)}" if finding.hidden else "reachable"
-        by_mount.setdefault(t.mount, []).append(f"* target {t.id} {t.kind} {t.path}{' -> ' + t.to if t.to else ''}  [{state}]")
+        to = f" -> {_printable(t.to)}" if t.to else ""
+        by_mount.setdefault(t.mount, []).append(f"* target {_printable(t.id)} {t.kind} {_printable(t.path)}{to}  [{state}]")
     rows: list[tuple[str, Mount]] = []
 
     stack: list[tuple[Mount, str, str]] = [(tree.root, "", "")]
@@ -69,14 +76,14 @@ def analysis_text(analysis: Analysis) -> str:
         below = lead + ("│ " if branch == "├─" else "  " if branch else "")
         for index in range(len(kids) - 1, -1, -1):
             stack.append((kids[index], below, "└─" if index == len(kids) - 1 else "├─"))
-    width = min(60, max(len(lead) + len(m.mountpoint) for lead, m in rows))
+    width = min(60, max(len(lead) + len(_printable(m.mountpoint)) for lead, m in rows))
     lines = [f"{'TARGET':<{width}}  {'ID':>5}  {'FSTYPE':<10} {'SOURCE':<14} {'PROPAGATION':<16} STATUS"]
     for lead, mount in rows:
         covers = analysis.mount_covers.get(mount.mount_id)
         status = f"HIDDEN, covered by {_ids(c.mount for c in covers)}" if covers else ""
-        name = lead + mount.mountpoint + (" (root deleted)" if mount.deleted else "")
+        name = lead + _printable(mount.mountpoint) + (" (root deleted)" if mount.deleted else "")
         lines.append(
-            f"{name:<{width}}  {mount.mount_id:>5}  {mount.fstype:<10} {mount.source or '-':<14} {propagation(mount):<16} {status}".rstrip()
+            f"{name:<{width}}  {mount.mount_id:>5}  {_printable(mount.fstype):<10} {_printable(mount.source) or '-':<14} {propagation(mount):<16} {status}".rstrip()
         )
         pad = " " * (len(lead) + 2)
         for note in by_mount.get(mount.mount_id, []):
@@ -124,12 +131,6 @@ def plan_json(plan: Plan) -> dict[str, object]:
     return plan.as_json()
 
 
-def _comment(text: str) -> str:
-    """Text safe inside a shell comment: paths come from the dumped container, so a newline in one
-    must not end the comment and start a command."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-
-
 def plan_shell(plan: Plan, source: str, file_mounts: frozenset[int] = frozenset()) -> str:
     """util-linux commands where a step has one; a comment where the restoring process itself acts.
 
@@ -145,13 +146,13 @@ def plan_shell(plan: Plan, source: str, file_mounts: frozenset[int] = frozenset(
     q = shlex.quote
     lines = [
         "#!/bin/sh",
-        f"# {FORMAT} for {_comment(source)}: run inside the mount namespace being restored, as root.",
+        f"# {FORMAT} for {_printable(source)}: run inside the mount namespace being restored, as root.",
         "# Target steps (open, chdir, bind, mmap) are the restoring process's own syscalls;",
         "# they are marked where they must happen, between the moves.",
         "set -eu",
     ]
     for index, step in enumerate(plan.steps):
-        lines.append(f"# {index}: {_comment(step.why)}" if step.why else f"# {index}")
+        lines.append(f"# {index}: {_printable(step.why)}" if step.why else f"# {index}")
         if step.op == "yard-create":
             yard = q(step.path or "")
             lines.append(f"mkdir -p {yard} && mount -t tmpfs -o mode=0700 overmount-yard {yard} && mount --make-private {yard}")
@@ -169,10 +170,10 @@ def plan_shell(plan: Plan, source: str, file_mounts: frozenset[int] = frozenset(
         elif step.op == "keeper-remove":
             lines.append(f"umount {q(step.path or '')}  # keeper of mount {step.mount}")
         elif step.op == "mount-source":
-            lines.append(f"mount --bind {q(step.path or '')} {q(step.to or '')}  # target {_comment(step.target or '')}, source in mount {step.mount}")
+            lines.append(f"mount --bind {q(step.path or '')} {q(step.to or '')}  # target {_printable(step.target or '')}, source in mount {step.mount}")
         else:
             lines.append(
-                f"# no command: the restoring process does {step.op}({_comment(step.path or '')}) now "
-                f"(target {_comment(step.target or '')}, mount {step.mount})"
+                f"# no command: the restoring process does {step.op}({_printable(step.path or '')}) now "
+                f"(target {_printable(step.target or '')}, mount {step.mount})"
             )
     return "\n".join(lines) + "\n"

@@ -93,3 +93,47 @@ def test_missing_file_and_usage_errors_are_exit_2() -> None:
     assert overmount("analyze", "/nonexistent").returncode == 2
     assert overmount("plan").returncode == 2
     assert overmount("plan", SEED, "--kernel", "six").returncode == 2
+
+
+def test_stdin_takes_a_scenario_and_a_crit_mountpoints_file() -> None:
+    with open(SEED, "rb") as handle:
+        out = overmount("analyze", "-", "--json", stdin=handle.read())
+    assert out.returncode == 0 and json.loads(out.stdout)["hidden_mounts"] == [107, 109, 122, 123]
+    crit = os.path.join(REPO, "tests", "data", "criu", "socket-dir-covered", "mountpoints-10.json")
+    with open(crit, "rb") as handle:
+        out = overmount("analyze", "-", "--json", stdin=handle.read())
+    assert out.returncode == 0 and 45 in [m["id"] for m in json.loads(out.stdout)["mounts"]]
+
+
+def test_a_mistyped_kind_is_refused_not_taken_as_path() -> None:
+    out = overmount("plan", SEED, "--target", "122:/sys/fs/cgroup/x:chdri")
+    assert (out.returncode, out.stderr.decode().count("\n")) == (2, 1)
+    assert "unknown kind 'chdri'" in out.stderr.decode()
+    out = overmount("analyze", SEED, "--json", "--target", "122:/sys/fs/cgroup/a:b:open")
+    assert json.loads(out.stdout)["targets"][-1]["path"] == "/sys/fs/cgroup/a:b"
+
+
+def test_usage_errors_are_one_line_and_exit_2(tmp_path) -> None:
+    for args in (["plan"], ["plan", SEED, "--format", "xml"], ["plan", SEED, "--yard", "relative"],
+                 ["plan", SEED, "--yard", "/"], ["plan", SEED, "-o", str(tmp_path / "no" / "such.json")],
+                 ["plan", SEED, "-o", str(tmp_path)], ["run", SEED, "--plan", "x.json", "--yard", "/y"]):
+        out = overmount(*args)
+        err = out.stderr.decode()
+        assert (out.returncode, err.count("\n"), "Traceback" in err) == (2, 1, False), (args, err)
+    assert os.listdir(tmp_path) == []  # no half-written plan left anywhere
+
+
+def test_check_rejects_a_plan_whose_move_count_lies(tmp_path) -> None:
+    plan = json.loads(overmount("plan", SEED, "--format", "json").stdout)
+    plan["moves"] = 5
+    (tmp_path / "p.json").write_text(json.dumps(plan, indent=2))
+    out = overmount("check", SEED, str(tmp_path / "p.json"))
+    assert out.returncode == 2
+    assert "'moves' says 5, the steps hold 1 move-asides" in out.stderr.decode()
+
+
+def test_run_json_answers_even_when_the_plan_is_refused() -> None:
+    out = overmount("run", os.path.join(REPO, "scenarios", "20-locked-cover-in-userns.toml"), "--json")
+    assert out.returncode == 1
+    report = json.loads(out.stdout)
+    assert report["ok"] is False and "mount 41 is locked to its parent" in report["error"]
