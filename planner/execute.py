@@ -291,7 +291,8 @@ class Executor:
         yard = _Yard(path, fd, made, slots)
         self.yards[path] = yard
         self.journal.push("yard", yard)
-        # Whatever the parent is, the yard itself never propagates moves into it.
+        # check refuses a yard under a shared mount (attaching there would already copy it to the
+        # peers); private, nothing moved into the yard later propagates anywhere either.
         kernel.mount_setattr(fd, "", kernel.AT_EMPTY_PATH, propagation=kernel.MS_PRIVATE)
         yard.live = kernel.statx_ids(fd)[0]
 
