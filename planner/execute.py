@@ -299,11 +299,7 @@ class Executor:
     def op_yard_remove(self, index: int, step: Mapping[str, Any]) -> None:
         path = _clean(step["path"], "yard")
         yard = self.yards.get(path)
-        fd = self.resolve(path)
-        try:
-            got = kernel.statx_ids(fd)[0]
-        finally:
-            os.close(fd)
+        got = self._mount_id_at(path)
         if yard is None or got != yard.live:
             raise Mismatch(f"{path} is mount {self.replica.key(got)}, not a yard this plan created")
         self._close_yard(yard)  # an open fd on the yard would make it busy
@@ -490,11 +486,7 @@ class Executor:
     def op_rejoin_group(self, index: int, step: Mapping[str, Any]) -> None:
         mount, src, dest = _mount_from_to(step)
         keeper = self.keepers.get(mount)
-        fd = self.resolve(src)
-        try:
-            got = kernel.statx_mount_id(fd)[0]
-        finally:
-            os.close(fd)
+        got = self._mount_id_at(src)
         if keeper is None or got != keeper[0]:
             raise Mismatch(f"{src} is mount {self.replica.key(got)}, not the keeper of mount {mount}")
         parent = self.named(mount, dest, allow_stacked=True)
@@ -506,13 +498,17 @@ class Executor:
         if done is not None:
             os.close(done[1])
 
-    def _unmount(self, path: str, live: int, what: str) -> None:
-        """Unmount what `path` names, only if the kernel says it is mount `live` (`what`, for the error)."""
+    def _mount_id_at(self, path: str) -> int:
+        """The live id of the mount `path` leads into, resolved without following symlinks."""
         fd = self.resolve(path)
         try:
-            got = kernel.statx_mount_id(fd)[0]
+            return kernel.statx_ids(fd)[0]
         finally:
             os.close(fd)
+
+    def _unmount(self, path: str, live: int, what: str) -> None:
+        """Unmount what `path` names, only if the kernel says it is mount `live` (`what`, for the error)."""
+        got = self._mount_id_at(path)
         if got != live:
             raise Mismatch(f"{path} is mount {self.replica.key(got)}, not {what}")
         kernel.umount2(path, kernel.UMOUNT_NOFOLLOW)
