@@ -17,7 +17,7 @@ import click
 from planner import render
 from planner.analysis import analyze
 from planner.check import check_plan
-from planner.dump import Dump, decode, json_element_lines, key_line, load, read_input
+from planner.dump import Dump, decode, json_element_lines, key_line, load, load_json, read_input
 from planner.errors import DumpError, PlannerError, PlanRejected
 from planner.paths import is_clean
 from planner.plan import DEFAULT_YARD, make_plan
@@ -72,10 +72,7 @@ def _yard_option(_ctx: click.Context, _param: click.Parameter, value: str | None
 def load_plan(path: str) -> list[Step]:
     source, data = read_input(path)
     text = decode(data, source)
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DumpError(source, err.lineno, f"not valid JSON: {err.msg}") from None
+    raw = load_json(text, source)
     if not isinstance(raw, dict):
         raise DumpError(source, 1, f"expected a {FORMAT} object")
     if raw.get("format") != FORMAT:

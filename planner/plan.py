@@ -70,10 +70,6 @@ class _Planner:
         self.session: Session = new_session(tree, [f.target for f in analysis.targets], locked)
         self.steps: list[Step] = []
         self.out: list[_Out] = []
-        # The mounts of the "move" entries in self.out, so reach() asks "is any of my chain out?"
-        # per chain mount instead of scanning the whole out stack per target (quadratic at 1e4 targets).
-        # A mount out in the yard cannot be named at its home path, so it is never in here twice.
-        self.moved_out: set[int] = set()
         self.slots = 0
         self.yard_made = False
         self.needed_by: dict[int, list[str]] = {}
@@ -156,7 +152,6 @@ class _Planner:
         slot = self.slot()
         self.emit(Step("move-aside", mount=mount, src=path, to=slot, why=why))
         self.out.append(_Out("move", mount, slot, path))
-        self.moved_out.add(mount)
 
     def keep_group(self, parent: int, mount: int, target: Target) -> None:
         """Bracket a move under a shared parent: keeper joins its group, parent goes private."""
@@ -172,8 +167,9 @@ class _Planner:
                 "bound to hold its peer group"
             )
         home = ns.mount_path(parent)
-        if home is None or ns.walk(home).mount != parent or ns.walk(home).rel:
-            on_top = ns.walk(home).mount if home is not None else None
+        landing = ns.walk(home) if home is not None else None
+        if home is None or landing is None or landing.mount != parent or landing.rel:
+            on_top = landing.mount if landing is not None else None
             raise PlanRefused(
                 f"target {target.id}: mount {mount}'s parent {parent} is shared, and no path names it "
                 f"(mount {on_top} is on top of its root), so it cannot be made private for the move"
@@ -189,7 +185,6 @@ class _Planner:
     def put_back(self) -> None:
         entry = self.out.pop()
         if entry.kind == "move":
-            self.moved_out.discard(entry.mount)
             self.emit(Step("move-back", mount=entry.mount, src=entry.slot, to=entry.home,
                            why=f"mount {entry.mount} returns to {entry.home}"))
         else:

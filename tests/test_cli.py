@@ -137,3 +137,11 @@ def test_run_json_answers_even_when_the_plan_is_refused() -> None:
     assert out.returncode == 1
     report = json.loads(out.stdout)
     assert report["ok"] is False and "mount 41 is locked to its parent" in report["error"]
+
+
+def test_a_hostile_plan_file_is_exit_2_not_a_traceback(tmp_path) -> None:
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    out = overmount("check", SEED, str(tmp_path / "deep.json"))
+    err = out.stderr.decode()
+    assert (out.returncode, err.count("\n"), "Traceback" in err) == (2, 1, False)
+    assert err.startswith(f"overmount: {tmp_path / 'deep.json'}: not usable JSON")
