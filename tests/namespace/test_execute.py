@@ -84,15 +84,20 @@ def test_without_the_move_the_path_reaches_the_covering_mount(
     assert report["tree_identical"]
 
 
-def test_a_failing_open_rolls_back(seed: list[Mount], mocker: MockerFixture) -> None:
+def _fail_openat2_of(mocker: MockerFixture, path: str, err: int) -> None:
+    """openat2 of `path` (relative to the replica root, as the executor asks) raises `err`."""
     real = kernel.openat2
 
-    def openat2(dirfd: int, path: str, flags: int, resolve: int = 0, mode: int = 0) -> int:
-        if path == "sys/fs/cgroup/cgmanager/state":
-            raise OSError(errno.EBUSY, "injected")
-        return real(dirfd, path, flags, resolve, mode)
+    def openat2(dirfd: int, asked: str, flags: int, resolve: int = 0, mode: int = 0) -> int:
+        if asked == path:
+            raise OSError(err, "injected")
+        return real(dirfd, asked, flags, resolve, mode)
 
     mocker.patch.object(kernel, "openat2", side_effect=openat2)
+
+
+def test_a_failing_open_rolls_back(seed: list[Mount], mocker: MockerFixture) -> None:
+    _fail_openat2_of(mocker, "sys/fs/cgroup/cgmanager/state", errno.EBUSY)
     report = execute(seed, SEED_TARGETS, seed_plan())
     assert not report["ok"] and report["rolled_back"]
     assert report["failed_step"]["index"] == 3 and report["failed_step"]["op"] == "open"
@@ -261,14 +266,7 @@ def test_moving_from_under_a_shared_parent_without_a_keeper_fails_and_rolls_back
 def test_rollback_after_make_private_restores_the_peer_group(
     propagation_dump: list[Mount], mocker: MockerFixture
 ) -> None:
-    real = kernel.openat2
-
-    def openat2(dirfd: int, path: str, flags: int, resolve: int = 0, mode: int = 0) -> int:
-        if path == "srv/data/report.txt":
-            raise OSError(errno.EACCES, "injected")
-        return real(dirfd, path, flags, resolve, mode)
-
-    mocker.patch.object(kernel, "openat2", side_effect=openat2)
+    _fail_openat2_of(mocker, "srv/data/report.txt", errno.EACCES)
     report = execute(propagation_dump, PROPAGATION_TARGETS, propagation_plan())
     assert report["rolled_back"] and report["failed_step"]["op"] == "open"
     assert report["failed_step"]["errno"] == errno.EACCES

@@ -97,21 +97,22 @@ def check_rolled_back(report: dict[str, Any], k: int, err: int, step: dict[str, 
     assert report["yard_empty"]
 
 
-@pytest.mark.parametrize("name, k, err", matrix(all_errnos=False))
-def test_a_failing_step_rolls_back_to_the_same_tree(name: str, k: int, err: int, mocker: MockerFixture) -> None:
+def fail_step_and_check(name: str, k: int, err: int, mocker: MockerFixture) -> None:
     steps, dump = _case(name)
     inject(mocker, k, err, steps[k]["op"])
     report = execute(list(dump.mounts), list(dump.targets), steps, file_mounts=dump.file_mounts)
     check_rolled_back(report, k, err, steps[k])
+
+
+@pytest.mark.parametrize("name, k, err", matrix(all_errnos=False))
+def test_a_failing_step_rolls_back_to_the_same_tree(name: str, k: int, err: int, mocker: MockerFixture) -> None:
+    fail_step_and_check(name, k, err, mocker)
 
 
 @pytest.mark.stress
 @pytest.mark.parametrize("name, k, err", matrix(all_errnos=True))
 def test_every_errno_at_every_step(name: str, k: int, err: int, mocker: MockerFixture) -> None:
-    steps, dump = _case(name)
-    inject(mocker, k, err, steps[k]["op"])
-    report = execute(list(dump.mounts), list(dump.targets), steps, file_mounts=dump.file_mounts)
-    check_rolled_back(report, k, err, steps[k])
+    fail_step_and_check(name, k, err, mocker)
 
 
 def _rollback_cases() -> list[Any]:
