@@ -10,7 +10,8 @@ from planner.errors import MountinfoError
 
 # The kernel escapes these four bytes in root, mountpoint and source (fs/proc_namespace.c mangle()).
 _MANGLED = {" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}
-_ESCAPE = re.compile(r"\\([0-3][0-7]{2})")  # one byte, \000 to \377
+# libmount's unmangle(): a backslash and three octal digits; any other backslash is kept as it is.
+_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
 @dataclass(frozen=True, slots=True)  # slots: 1e5 of these stay compact and cache-friendly
@@ -75,12 +76,26 @@ def _quote(text: str, limit: int = 80) -> str:
 
 
 def unescape(text: str, what: str, source: str, line_no: int) -> str:
+    """Decode the kernel's octal escapes the way libmount does, refusing what the kernel never writes.
+
+    A backslash not followed by three octal digits (`\\888`, `\\x`) stays a backslash, as in
+    libmount and findmnt. An escape of NUL or '/' is refused: no name holds either byte, so the
+    kernel cannot have written it, and libmount would cut the path at the NUL or split the name
+    in two. So is one past \\377, which is no byte at all (libmount wraps it around).
+    """
     if "\\" not in text:
         return text
-    stray = _ESCAPE.sub("", text)
-    if "\\" in stray:
-        raise MountinfoError(source, line_no, f"bad escape in {what}: {_quote(text)} (the kernel writes \\ooo octal, \\000 to \\377)")
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
+
+    def one(match: re.Match[str]) -> str:
+        value = int(match.group(1), 8)
+        if value == 0 or value == ord("/") or value > 0o377:
+            decoded = "NUL" if value == 0 else "'/'" if value == ord("/") else "no byte (past \\377)"
+            raise MountinfoError(
+                source, line_no, f"bad escape in {what}: \\{match.group(1)} decodes to {decoded}, which the kernel never writes: {_quote(text)}"
+            )
+        return chr(value)
+
+    return _ESCAPE.sub(one, text)
 
 
 def escape(text: str) -> str:
@@ -119,6 +134,11 @@ def parse_line(line: str, source: str = "<mountinfo>", line_no: int = 1) -> Moun
     if not fields[4].startswith("/"):
         raise MountinfoError(source, line_no, f"mount point is not an absolute path: {_quote(fields[4])}")
     mountpoint = unescape(fields[4], "mount point", source, line_no)
+    # libmount refuses both (a line the kernel cannot write: root is at least '/', options at least 'rw').
+    if not fields[3]:
+        raise MountinfoError(source, line_no, "empty root field (two spaces after major:minor)")
+    if not fields[5]:
+        raise MountinfoError(source, line_no, "empty mount options field (two spaces after the mount point)")
     optional = tuple(fields[6:sep])
     if any(not opt for opt in optional):
         raise MountinfoError(source, line_no, "empty optional field (two spaces before ' - ')")

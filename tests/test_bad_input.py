@@ -10,7 +10,9 @@ would see as a traceback). A sample, one file per error path, also runs as real
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import traceback
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from planner import cli
+from planner import cli, mountinfo
 from tests.conftest import HERE, REPO
 
 BAD = os.path.join(HERE, "data", "bad")
@@ -29,7 +31,7 @@ EXPECT = os.path.join(BAD, "EXPECT.txt")
 @dataclass(frozen=True)
 class Expected:
     name: str
-    where: str  # a line number, "-", "(mountinfo):N" or "*" (see EXPECT.txt)
+    where: str  # a line number, "-", "(mountinfo):N", "*" or "ok" (see EXPECT.txt)
     fragment: str
     xfail: str | None
 
@@ -52,7 +54,9 @@ def read_expect() -> list[Expected]:
     return out
 
 
-CASES = read_expect()
+ALL_CASES = read_expect()
+CASES = [c for c in ALL_CASES if c.where != "ok"]  # refused, exit 2
+ACCEPTED = [c for c in ALL_CASES if c.where == "ok"]  # what libmount parses, kept as it parses it
 
 
 def params(command: str, cases: list[Expected] = CASES) -> list[object]:
@@ -110,7 +114,7 @@ def assert_reported(case: Expected, outcome: Outcome) -> None:
 
 def test_the_corpus_is_complete() -> None:
     files = sorted(f for f in os.listdir(BAD) if f != "EXPECT.txt")
-    assert sorted(c.name for c in CASES) == files
+    assert sorted(c.name for c in ALL_CASES) == files
     assert len(files) >= 25
     kinds = {name.split("-")[0] for name in files}
     assert kinds == {"mi", "dump", "scen"}
@@ -120,6 +124,53 @@ def test_the_corpus_is_complete() -> None:
 def test_bad_input_is_reported(case: Expected, command: str, capsys: pytest.CaptureFixture[str],
                                monkeypatch: pytest.MonkeyPatch) -> None:
     assert_reported(case, run_main([command, case.path], capsys, monkeypatch))
+
+
+@pytest.mark.parametrize("case", ACCEPTED, ids=lambda c: c.name)
+def test_what_libmount_parses_is_parsed_alike(case: Expected, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    outcome = run_main(["analyze", "--json", case.path], capsys, monkeypatch)
+    assert (outcome.status, outcome.stderr) == (0, ""), outcome.stderr[-2000:]
+    fields = {m[key] for m in json.loads(outcome.stdout)["mounts"] for key in ("root", "mountpoint")}
+    assert case.fragment in fields, fields
+    planned = run_main(["plan", case.path], capsys, monkeypatch)
+    assert (planned.status, planned.stderr) == (0, ""), planned.stderr[-2000:]
+
+
+# What findmnt (libmount) makes of the escape and empty-field cases: the same value where we accept,
+# and a silently different path, or a line dropped, where we refuse (each with its reason above).
+FINDMNT_SAYS = {
+    "mi-backslash-888.txt": (20, "same"),
+    "mi-backslash-before-9.txt": (20, "same"),
+    "mi-backslash-short-octal.txt": (20, "same"),
+    "mi-backslash-in-root.txt": (20, "same"),
+    "mi-escape-nul.txt": (21, "/sys/a"),  # cut at the NUL
+    "mi-escape-slash.txt": (20, "/sys/a/b"),  # one name became two
+    "mi-bad-octal-overflow.txt": (20, "/sys/a"),  # \400 wrapped around to NUL
+    "mi-empty-root.txt": (20, "dropped"),
+    "mi-empty-options.txt": (20, "dropped"),
+}
+
+
+@pytest.mark.skipif(shutil.which("findmnt") is None, reason="util-linux findmnt is not installed")
+@pytest.mark.parametrize("name", sorted(FINDMNT_SAYS))
+def test_findmnt_agrees_or_would_change_the_path(name: str) -> None:
+    mount_id, says = FINDMNT_SAYS[name]
+    done = subprocess.run(["findmnt", "--tab-file", os.path.join(BAD, name), "-J", "-l", "-o", "ID,FSROOT,TARGET"],
+                          capture_output=True, text=True, check=False)
+    theirs = {fs["id"]: fs for fs in json.loads(done.stdout)["filesystems"]} if done.stdout else {}
+    if says == "dropped":
+        assert mount_id not in theirs and "parse error" in done.stderr, (done.stdout, done.stderr)
+        return
+    case = next(c for c in ALL_CASES if c.name == name)
+    if says == "same":
+        with open(os.path.join(BAD, name), encoding="utf-8") as handle:
+            ours = {m.mount_id: m for m in mountinfo.parse(handle.read(), name)}
+        assert (theirs[mount_id]["fsroot"], theirs[mount_id]["target"]) == (ours[mount_id].root, ours[mount_id].mountpoint)
+        assert case.fragment in (ours[mount_id].root, ours[mount_id].mountpoint)
+    else:
+        assert theirs[mount_id]["target"] == says
+        assert case.where != "ok"  # we refuse it, with the line
 
 
 # One file per way of failing: parser, tree, decoding, target check, JSON, TOML, no line, and a crash.

@@ -98,11 +98,21 @@ def test_empty_source_parses() -> None:
     assert mounts[-1].source == "" and mounts[-1].shared == 212
 
 
+def test_a_backslash_without_three_octal_digits_is_kept_as_libmount_keeps_it() -> None:
+    m = mountinfo.parse_line("1 0 8:1 /x\\y /a\\888\\04\\\\134 rw - ext4 /dev/s\\da rw")
+    assert (m.root, m.mountpoint, m.source) == ("/x\\y", "/a\\888\\04\\\\", "/dev/s\\da")
+
+
 @pytest.mark.parametrize(
     "line, reason",
     [
-        ("1 0 8:1 / /a\\x rw - ext4 /dev/sda rw", "bad escape"),
-        ("1 0 8:1 / /a\\04 rw - ext4 /dev/sda rw", "bad escape"),
+        ("1 0 8:1 / /a\\000 rw - ext4 /dev/sda rw", "decodes to NUL"),
+        ("1 0 8:1 / /a\\057b rw - ext4 /dev/sda rw", "decodes to '/'"),
+        ("1 0 8:1 /\\057 /a rw - ext4 /dev/sda rw", "bad escape in root"),
+        ("1 0 8:1 / /a rw - ext4 /dev/sda\\000 rw", "bad escape in source"),
+        ("1 0 8:1 / /a\\777 rw - ext4 /dev/sda rw", "no byte"),
+        ("1 0 8:1  /a rw - ext4 /dev/sda rw", "empty root field"),
+        ("1 0 8:1 / /a  - ext4 /dev/sda rw", "empty mount options field"),
         ("x 0 8:1 / / rw - ext4 /dev/sda rw", "mount id is not a number"),
         ("1 0 8:1 / relative rw - ext4 /dev/sda rw", "not an absolute path"),
         ("1 0 8:1 / / rw  - ext4 /dev/sda rw", "empty optional field"),
