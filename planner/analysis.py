@@ -68,7 +68,7 @@ class Analysis:
 def level_covers(tree: MountTree, over: Mount, path: str, nxt: Mount | None) -> list[Cover]:
     """Children of `over` that a walk of `path` meets before reaching `nxt` (or the path's end).
 
-    At the prefix where `nxt` itself is attached, only later shadow siblings lie on top of it.
+    At the prefix where `nxt` itself is attached, only side-by-side siblings listed before it lie on top of it.
     """
     end = nxt.mountpoint if nxt is not None else path
     found = []

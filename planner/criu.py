@@ -444,8 +444,9 @@ def _order_mounts(image: _Image, mounts: list[Mount]) -> list[Mount]:
 
     CRIU's parse_mountinfo() prepends each line to its list, and dump_mnt_ns()
     writes that list: the image holds the mounts in reverse mountinfo order, so
-    reversing it restores the kernel's order, stacking included (the later of
-    two mounts on one mountpoint is on top). Mount ids are recycled, so a higher
+    reversing it restores the kernel's order, which decides stacking for legacy
+    side-by-side siblings (of two mounts with one parent on one mountpoint, the
+    earlier listed is on top). Mount ids are recycled, so a higher
     id does not mean a later mount; the file order is the better witness. A mount
     moved under a newer parent can precede it in mountinfo; those are moved after
     their parent.

@@ -196,8 +196,8 @@ class Namespace:
     def shape(self) -> dict[int, tuple[int | None, str, int | None, int | None]]:
         """What must come back identical: each mount's parent, place and propagation.
 
-        Legacy shadow siblings (two mounts on one place of one parent, the later
-        on top) are taken as the stack path resolution sees: since Linux 4.11 no
+        Legacy side-by-side siblings (two mounts on one place of one parent, the
+        earlier listed on top) are taken as the stack path resolution sees: since Linux 4.11 no
         move or mount creates side-by-side mounts, so a moved-back upper sibling
         lands on the top of the lower one's stack, and the walk is unchanged.
         """

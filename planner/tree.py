@@ -12,13 +12,17 @@ from planner.paths import is_under
 
 
 class MountTree:
-    """Mounts by id, children by (parent, mountpoint) in stacking order.
+    """Mounts by id, children by (parent, mountpoint) in stacking order, bottom first.
 
-    `children_at` holds mount ids (tuples), `children` the Mount records.
+    `children_at` holds mount ids (tuples), `children` the Mount records (listing order).
 
-    Mounts on one mountpoint of one parent are legacy shadow siblings: the one
-    listed later in mountinfo is on top. Modern kernels stack instead (the later
-    mount's parent is the earlier one, same mountpoint).
+    Mounts on one mountpoint of one parent are legacy side-by-side siblings (kernels
+    3.14 to 4.10 attached a propagated copy *behind* the mount already there): path
+    lookup returns the one mounted first, which mountinfo lists first, so the
+    earlier listed is on top and `children_at` holds such a place in reverse
+    listing order. Modern kernels stack instead: the upper mount's parent is the
+    lower one, same mountpoint (and a tucked propagated copy becomes the parent of
+    the mount that was there).
     """
 
     def __init__(self, mounts: Iterable[Mount], source: str = "<dump>") -> None:
@@ -75,7 +79,7 @@ class MountTree:
                 crowded.setdefault(place, list(self.children_at[place])).append(mount.mount_id)
             self.children[parent.mount_id].append(mount)
         for place, ids in crowded.items():
-            self.children_at[place] = tuple(ids)
+            self.children_at[place] = tuple(reversed(ids))  # bottom first: the earliest listed is on top
         self.top_down = self._parents_first()
 
     def _parents_first(self) -> list[Mount]:
@@ -104,8 +108,8 @@ class MountTree:
         return out
 
     def is_legacy_below(self, lower: Mount, upper: Mount) -> bool:
-        """True when `upper` lies on top of `lower` as a later shadow sibling."""
-        return self.order[upper.mount_id] > self.order[lower.mount_id]
+        """True when `upper` lies on top of its side-by-side sibling `lower`: it is listed earlier."""
+        return self.order[upper.mount_id] < self.order[lower.mount_id]
 
     def stack_on(self, mount: Mount) -> list[Mount]:
         """Mounts stacked on `mount`'s root, bottom-up, each followed by its own stack."""

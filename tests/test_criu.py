@@ -38,7 +38,7 @@ def topmost_at(mounts: list[Mount], path: str) -> Mount:
             on_top = [m for m in mounts if m.parent_id == cur.mount_id and m.mountpoint == prefix]
             if not on_top:
                 break
-            cur = on_top[-1]  # legacy shadow siblings: the later one is on top
+            cur = on_top[0]  # legacy side-by-side siblings: the earlier listed is on top
     return cur
 
 

@@ -22,9 +22,9 @@ def test_unhidden_target_gets_its_op_and_no_moves() -> None:
 
 
 def test_stack_leaves_top_down_and_returns_bottom_up() -> None:
-    tree = tree_of(ROOT, "2 1 0:40 / /a rw - tmpfs a rw", "3 2 0:41 / /a rw - tmpfs b rw", "4 3 0:42 / /a rw - tmpfs c rw",
-                   "5 1 0:43 / /a rw - tmpfs d rw")
-    # 5 is a legacy shadow sibling of 2 on /, listed later: on top of 2's whole stack.
+    tree = tree_of(ROOT, "5 1 0:43 / /a rw - tmpfs d rw", "2 1 0:40 / /a rw - tmpfs a rw", "3 2 0:41 / /a rw - tmpfs b rw",
+                   "4 3 0:42 / /a rw - tmpfs c rw")
+    # 5 is a legacy shadow sibling of 2 on /a, listed first: on top of 2's whole stack.
     plan = make_plan(tree, targets_of(("open", 2, "/a/f")))
     assert [(op, m) for op, m, *_ in ops(plan) if op.startswith("move")] == [
         ("move-aside", 5), ("move-aside", 4), ("move-aside", 3), ("move-back", 3), ("move-back", 4), ("move-back", 5)]
@@ -32,8 +32,9 @@ def test_stack_leaves_top_down_and_returns_bottom_up() -> None:
 
 
 def test_covers_nearer_the_root_go_first() -> None:
-    tree = tree_of(ROOT, "2 1 0:40 / /a rw - tmpfs a rw", "3 2 0:41 / /a/b/c rw - tmpfs c rw",
-                   "4 2 0:42 / /a/b rw - tmpfs b2 rw", "5 1 0:43 / /a rw - tmpfs top rw")
+    # 5 lies on top of 2 as its side-by-side sibling on /a (listed first), 4 covers 3 inside 2.
+    tree = tree_of(ROOT, "5 1 0:43 / /a rw - tmpfs top rw", "2 1 0:40 / /a rw - tmpfs a rw",
+                   "3 2 0:41 / /a/b/c rw - tmpfs c rw", "4 2 0:42 / /a/b rw - tmpfs b2 rw")
     plan = make_plan(tree, targets_of(("open", 3, "/a/b/c/f")))
     moves = [(m, path) for op, m, path, _ in ops(plan) if op == "move-aside"]
     assert moves == [(5, "/a"), (4, "/a/b")]
@@ -47,8 +48,9 @@ def test_shared_covers_leave_once_for_many_targets() -> None:
 
 
 def test_a_target_inside_a_moved_subtree_gets_its_own_bracket() -> None:
-    # t1 in 2 needs cover 3 moved; t2 lives in 4, a child of 3, and needs 5 moved.
-    tree = tree_of(ROOT, "2 1 0:40 / /a rw - tmpfs a rw", "3 1 0:41 / /a rw - tmpfs c rw",
+    # t1 in 2 needs cover 3 (its side-by-side sibling, listed first) moved; t2 lives in 4, a child
+    # of 3, and needs 5 moved.
+    tree = tree_of(ROOT, "3 1 0:41 / /a rw - tmpfs c rw", "2 1 0:40 / /a rw - tmpfs a rw",
                    "4 3 0:42 / /a/d rw - tmpfs d rw", "5 4 0:43 / /a/d rw - tmpfs e rw")
     targets = targets_of(("open", 2, "/a/f"), ("open", 4, "/a/d/g"))
     plan = make_plan(tree, targets)
@@ -108,9 +110,9 @@ def test_a_yard_inside_a_mount_that_must_move_is_refused() -> None:
 
 
 def test_a_legacy_sibling_that_came_back_is_reached_where_it_now_lies() -> None:
-    # 2 and 3 are shadow siblings on /a (3 on top); t1 needs 3 out, t3 needs both out, and 3
-    # comes back stacked on 2, where t2 (in 3) must then be reached.
-    tree = tree_of(ROOT, "2 1 0:40 / /a rw - tmpfs a rw", "3 1 0:41 / /a rw - tmpfs b rw")
+    # 2 and 3 are shadow siblings on /a (3 listed first, on top); t1 needs 3 out, t3 needs both out,
+    # and 3 comes back stacked on 2, where t2 (in 3) must then be reached.
+    tree = tree_of(ROOT, "3 1 0:41 / /a rw - tmpfs b rw", "2 1 0:40 / /a rw - tmpfs a rw")
     targets = targets_of(("open", 2, "/a/f"), ("open", 3, "/a/g"), ("open", 1, "/a/x"))
     plan = make_plan(tree, targets)
     assert check_plan(tree, targets, list(plan.steps)) == []

@@ -3,7 +3,8 @@ the planner makes passes check, never moves less than the lower bound, and meets
 
 The generator builds a table the way mounts pile up over time: nested mounts,
 stacks (a mount whose parent is a mount on the same mount point), legacy shadow
-siblings (same parent, same mount point, the later listed on top), covers at any
+siblings (same parent, same mount point, the earlier listed on top: a 3.14-4.10
+kernel attached the propagated copy behind the mount already there), covers at any
 level (a later mount on a prefix of an earlier one's mount point, attached to
 any mount of its chain), paths with spaces, tabs and backslashes (octal-escaped
 in the text), shared:N and master:N on some mounts (peers on one major:minor),
@@ -96,7 +97,7 @@ def on_top_of_place(specs: list[Spec], parent: Spec, mountpoint: str) -> Spec:
         above = [s for s in specs if s.parent_id == parent.mount_id and s.mountpoint == mountpoint and s is not parent]
         if not above:
             return parent
-        parent, mountpoint = above[-1], above[-1].mountpoint
+        parent, mountpoint = above[0], above[0].mountpoint  # (only one there: this mode makes no siblings)
 
 
 @st.composite
@@ -118,6 +119,7 @@ def mount_tables(
             under = draw(st.sampled_from(specs))
             parent, mountpoint = under, under.mountpoint
         elif how == "shadow" and others:
+            # a propagated copy an old kernel put behind `beside`: listed later, lying underneath
             beside = draw(st.sampled_from(others))
             parent, mountpoint = by_id[beside.parent_id], beside.mountpoint
         elif how == "cover" and others:
@@ -187,7 +189,7 @@ def cases(
 
 def walk(specs: list[Spec], path: str) -> int:
     """Mount id a walk of `path` ends in: at each prefix step onto the topmost child there
-    (the last listed among siblings on one place), then climb the stack on its root."""
+    (the first listed among siblings on one place), then climb the stack on its root."""
     ids = {s.mount_id for s in specs}
     current = next(s for s in specs if s.parent_id not in ids or s.parent_id == s.mount_id)
     for prefix in prefixes_of(path, current.mountpoint):
@@ -195,7 +197,7 @@ def walk(specs: list[Spec], path: str) -> int:
             on_top = [s for s in specs if s.parent_id == current.mount_id and s.mountpoint == prefix]
             if not on_top:
                 break
-            current = on_top[-1]
+            current = on_top[0]
     return current.mount_id
 
 
@@ -360,11 +362,11 @@ def test_plans_pass_check_and_meet_the_lower_bound_stress() -> None:
 
 
 def test_moved_back_shadow_sibling_is_reached() -> None:
-    # 2 and 3 are legacy shadow siblings on /a (3 listed later, on top). t1 in 2 needs 3 moved;
+    # 2 and 3 are legacy shadow siblings on /a (3 listed first, on top). t1 in 2 needs 3 moved;
     # t2 in 3 is not hidden at all; t3 in the root needs 3 and 2 moved, which puts t1 and t2 first.
     text = ("1 0 8:1 / / rw - ext4 /dev/vda rw\n"
-            "2 1 0:40 / /a rw - tmpfs a rw\n"
-            "3 1 0:41 / /a rw - tmpfs b rw\n")
+            "3 1 0:41 / /a rw - tmpfs b rw\n"
+            "2 1 0:40 / /a rw - tmpfs a rw\n")
     tree = MountTree(mountinfo.parse(text), "<test>")
     targets = [Target("t1", "open", 2, "/a/f"), Target("t2", "open", 3, "/a/g"), Target("t3", "open", 1, "/a/x")]
     plan = make_plan(tree, targets)
