@@ -1,7 +1,8 @@
 """Command line: parse options, call the library, print, choose the exit status.
 
 Exit status: 0 done; 1 the plan cannot be made, failed verification, or ran and
-was rolled back; 2 bad input or usage (one line naming the file and line).
+was rolled back; 2 bad input or usage (one line naming the file and line); 130
+interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -201,7 +203,16 @@ def capture(pid: int, output: str | None) -> None:
     _emit(json.dumps(capture_pid(pid), indent=2) + "\n", output)
 
 
+class Interrupted(BaseException):
+    """SIGINT, raised as our own class: click turns KeyboardInterrupt into "Aborted!" after a blank line."""
+
+
+def _interrupted(_signum: int, _frame: object) -> None:
+    raise Interrupted
+
+
 def main() -> None:
+    signal.signal(signal.SIGINT, _interrupted)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as done:
@@ -214,9 +225,11 @@ def main() -> None:
     except click.ClickException as err:
         click.echo(f"overmount: {_one_line(err.format_message())}", err=True)
         sys.exit(2 if err.exit_code in (1, 2) else err.exit_code)
-    except click.exceptions.Abort:
-        click.echo("overmount: aborted", err=True)
-        sys.exit(1)
+    except (Interrupted, KeyboardInterrupt, click.exceptions.Abort):
+        # 128 + SIGINT, as a shell reports a command ended by Ctrl-C; a namespace child was
+        # killed and reaped on the way out (kernel.run_in_namespace), so nothing runs on.
+        click.echo("overmount: interrupted", err=True)
+        sys.exit(130)
     except PlannerError as err:
         click.echo(f"overmount: {_one_line(str(err))}", err=True)
         sys.exit(err.exit_status)

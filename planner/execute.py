@@ -16,7 +16,7 @@ The hot steps are kept to the syscalls their checks need (see `Executor.prepare`
   mount? and file or directory), move_mount by that fd into the slot, named
   relative to the yard's own mount fd, statx of the slot (is the mount there now);
 - move-back: openat2 `from`, statx on it, openat2 `to`, move_mount fd to fd,
-  close both and the fd the move-aside kept, statx of `to` (is the mount there now);
+  close both, statx of `to` (is the mount there now);
 - open: openat2 the path, statx on the new fd (mount id, device and inode).
 Slot directories are made once, at yard-create, in the yard's tmpfs before it is
 attached, and go away with it at yard-remove; mountinfo is read only at the start
@@ -70,8 +70,7 @@ class Mismatch(Exception):
 class _Aside:
     mount: int
     origin: str
-    slot: str
-    fd: int  # O_PATH on the moved mount's root: it names the mount wherever it sits
+    slot: str  # names the mount while it is out (no fd is kept: fds stay bounded however many are out)
     made: bool = False  # a slot made for this move outside any yard: removed when the mount comes back
 
 
@@ -138,10 +137,9 @@ class Executor:
         self.root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.journal = _Journal()
         self.results: dict[str, dict[str, object]] = {}
-        self.keepers: dict[int, tuple[int, str, int]] = {}  # parent dump id -> (keeper live id, path, fd)
+        self.keepers: dict[int, tuple[int, str]] = {}  # parent dump id -> (keeper live id, its path)
         self.yards: dict[str, _Yard] = {}  # the yards this executor attached and has not removed, by path
         self.created: dict[int, dict[str, object]] = {}  # live id -> mount made by a mount-source step
-        self.kept: list[object] = []  # fds, sockets and maps the targets hold open
         self.yard_paths: list[str] = []
         self.planned_slots: dict[str, list[str]] = {}  # yard path -> slot names the plan moves mounts into
         self.ops: dict[str, Callable[[int, Mapping[str, Any]], None]] = {
@@ -185,7 +183,7 @@ class Executor:
         if got == mount:
             return fd
         os.close(fd)
-        if allow_stacked and self._stacked_under(mount, got):
+        if allow_stacked and mount in self.replica.handles and self._stacked_under(mount, got):
             return os.dup(self.replica.handles[mount])
         raise Mismatch(f"{path} names mount {got}, the step says {mount}")
 
@@ -408,10 +406,9 @@ class Executor:
                 if yard.slots.get(name) is not is_dir:
                     self._make_slot(yard, name, is_dir)
                 self._move_fd(fd, yard.fd, name, kernel.MOVE_MOUNT_F_EMPTY_PATH)
-        except BaseException:
+        finally:
             os.close(fd)
-            raise
-        self.journal.push("aside", _Aside(mount, src, dest, fd, made))
+        self.journal.push("aside", _Aside(mount, src, dest, made))
         # The kernel's answer, after the move: the slot shows the mount that moved.
         got = kernel.statx_ids(from_root(dest), self.root_fd)[0] if yard is None else kernel.statx_ids(name, yard.fd)[0]
         if got != live:
@@ -430,13 +427,11 @@ class Executor:
         finally:
             os.close(fd)
         aside = self.journal.pop_aside(mount)
-        if aside is not None:
-            os.close(aside.fd)
-            if aside.made and aside.slot == src:
-                try:
-                    self.remove_dir(src, directory=stat.S_ISDIR(mode))
-                except OSError:
-                    pass  # a slot left behind shows up as a yard that is not empty
+        if aside is not None and aside.made and aside.slot == src:
+            try:
+                self.remove_dir(src, directory=stat.S_ISDIR(mode))
+            except OSError:
+                pass  # a slot left behind shows up as a yard that is not empty
         # The kernel's answer, after the move: `to` shows the mount that moved. (`to` was just
         # resolved by openat2 without symlinks; only what is mounted at its end has changed.)
         got = kernel.statx_ids(rel, self.root_fd)[0]
@@ -454,10 +449,9 @@ class Executor:
             live = kernel.statx_mount_id(keeper)[0]  # before attaching: once attached, it is journaled at once
             self.make_dir(dest)
             self._attach(keeper, dest)
-        except BaseException:
-            os.close(keeper)
-            raise
-        self.keepers[mount] = (live, dest, keeper)
+        finally:
+            os.close(keeper)  # attached, the keeper is named by its path; an open fd would make it busy
+        self.keepers[mount] = (live, dest)
         self.journal.push("keeper", mount)
 
     def _attach(self, detached: int, dest: str) -> None:
@@ -472,16 +466,22 @@ class Executor:
         fd = self.named(mount, path, allow_stacked=True)
         try:
             kernel.mount_setattr(fd, "", kernel.AT_EMPTY_PATH, propagation=kernel.MS_PRIVATE)
-        except BaseException:
+        finally:
             os.close(fd)
-            raise
-        self.journal.push("private", (mount, fd))
+        self.journal.push("private", (mount, path))
 
     def _rejoin(self, mount: int, parent_fd: int) -> None:
         keeper = self.keepers.get(mount)
         if keeper is None:
             raise Mismatch(f"no keeper holds mount {mount}'s peer group")
-        kernel.move_mount(keeper[2], "", parent_fd, "", _MOVE | kernel.MOVE_MOUNT_SET_GROUP)
+        live, path = keeper
+        fd = self.resolve(path)
+        try:
+            if kernel.statx_ids(fd)[0] != live:
+                raise Mismatch(f"{path} is no longer the keeper of mount {mount}")
+            kernel.move_mount(fd, "", parent_fd, "", _MOVE | kernel.MOVE_MOUNT_SET_GROUP)
+        finally:
+            os.close(fd)
 
     def op_rejoin_group(self, index: int, step: Mapping[str, Any]) -> None:
         mount, src, dest = _mount_from_to(step)
@@ -494,9 +494,7 @@ class Executor:
             self._rejoin(mount, parent)
         finally:
             os.close(parent)
-        done = self.journal.pop("private", lambda item: item[0] == mount)
-        if done is not None:
-            os.close(done[1])
+        self.journal.pop("private", lambda item: item[0] == mount)
 
     def _mount_id_at(self, path: str) -> int:
         """The live id of the mount `path` leads into, resolved without following symlinks."""
@@ -514,10 +512,7 @@ class Executor:
         kernel.umount2(path, kernel.UMOUNT_NOFOLLOW)
 
     def _remove_keeper(self, mount: int) -> None:
-        live, path, fd = self.keepers[mount]
-        if fd >= 0:  # -1 once a first attempt closed it (the rollback retries a failed removal)
-            os.close(fd)  # an open fd on the keeper would make it busy
-            self.keepers[mount] = (live, path, -1)
+        live, path = self.keepers[mount]
         self._unmount(path, live, f"the keeper of mount {mount}")
         del self.keepers[mount]
         try:
@@ -573,8 +568,12 @@ class Executor:
     def op_open(self, index: int, step: Mapping[str, Any]) -> None:
         obj = self._object(step)
         fd = kernel.openat2(self.root_fd, from_root(obj.path), _O_OPEN, _RESOLVE)
-        self.kept.append(fd)
-        live, dev, ino, _ = kernel.statx_ids(fd)  # the open file's mount, device and inode: one call
+        try:
+            live, dev, ino, _ = kernel.statx_ids(fd)  # the open file's mount, device and inode: one call
+        finally:
+            # Verified, it is closed: a restored process holds its own, and the executor keeps no
+            # fd per target (a plan with thousands of targets runs under `ulimit -n 1024`).
+            os.close(fd)
         self._record(index, obj, self.replica.key(live), ino == obj.ino and dev == obj.dev, f"ino {ino}")
 
     def op_chdir(self, index: int, step: Mapping[str, Any]) -> None:
@@ -597,36 +596,29 @@ class Executor:
         obj = self._object(step)
         head, name = _split(obj.path)
         parent = self.resolve(head, os.O_PATH | os.O_DIRECTORY)
-        try:
-            parent_mnt, parent_dev, parent_ino = kernel.statx_mount_id(parent)
-            if (parent_ino, parent_dev) != (obj.ino, obj.dev):
-                self._record(
-                    index,
-                    obj,
-                    self.replica.key(parent_mnt),
-                    False,
-                    f"socket directory ino {parent_ino}",
-                )
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.kept.append(sock)
-            bound = obj.path
-            if len(os.fsencode(obj.path)) <= _SUN_PATH_MAX:
-                sock.bind(obj.path)  # the name a restored process will see, resolved as it would be
-            else:
-                bound = name
-                here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-                try:
-                    os.fchdir(parent)
-                    sock.bind(name)
-                finally:
-                    os.fchdir(here)
-                    os.close(here)
-            sock.listen()
-            file_mnt, file_dev, file_ino = kernel.statx_mount_id(name, dirfd=parent)
-        finally:
-            os.close(parent)
-        sock_ino = os.fstat(sock.fileno()).st_ino
-        diag = kernel.unix_socket_diag([sock_ino]).get(sock_ino)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:  # closed once verified, as open's fd
+            try:
+                parent_mnt, parent_dev, parent_ino = kernel.statx_mount_id(parent)
+                if (parent_ino, parent_dev) != (obj.ino, obj.dev):
+                    self._record(index, obj, self.replica.key(parent_mnt), False, f"socket directory ino {parent_ino}")
+                bound = obj.path
+                if len(os.fsencode(obj.path)) <= _SUN_PATH_MAX:
+                    sock.bind(obj.path)  # the name a restored process will see, resolved as it would be
+                else:
+                    bound = name
+                    here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                    try:
+                        os.fchdir(parent)
+                        sock.bind(name)
+                    finally:
+                        os.fchdir(here)
+                        os.close(here)
+                sock.listen()
+                file_mnt, file_dev, file_ino = kernel.statx_mount_id(name, dirfd=parent)
+            finally:
+                os.close(parent)
+            sock_ino = os.fstat(sock.fileno()).st_ino
+            diag = kernel.unix_socket_diag([sock_ino]).get(sock_ino)
         if diag is None:
             raise Mismatch(f"sock_diag does not know socket inode {sock_ino}")
         diag_name, vfs_dev, vfs_ino = diag
@@ -642,31 +634,31 @@ class Executor:
             mapped = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)  # the mapping keeps the file; from here on only it answers
-        self.kept.append(mapped)
-        view = ctypes.c_char.from_buffer(mapped)
-        start = ctypes.addressof(view)
-        del view
-        line = next(
-            (ln for ln in kernel.read_proc("self/maps").splitlines() if int(ln.split("-", 1)[0], 16) == start),
-            None,
-        )
-        if line is None:
-            raise Mismatch(f"no /proc/self/maps line starts at {start:#x}")
-        fields = line.split()
+        with mapped:  # unmapped once verified, as open's fd is closed
+            view = ctypes.c_char.from_buffer(mapped)
+            start = ctypes.addressof(view)
+            del view
+            line = next(
+                (ln for ln in kernel.read_proc("self/maps").splitlines() if int(ln.split("-", 1)[0], 16) == start),
+                None,
+            )
+            if line is None:
+                raise Mismatch(f"no /proc/self/maps line starts at {start:#x}")
+            fields = line.split()
+            got: int | str = self.replica.key(fd_mnt)
+            source = "statx of the mapped fd"
+            try:
+                # map_files needs CAP_SYS_ADMIN in the initial user namespace; the fd's answer stands otherwise.
+                mf = kernel.proc_open(f"self/map_files/{fields[0]}", os.O_PATH)
+            except OSError:
+                pass
+            else:
+                try:
+                    got, source = self.replica.key(kernel.statx_ids(mf)[0]), "map_files"
+                finally:
+                    os.close(mf)
         major, minor = (int(x, 16) for x in fields[3].split(":"))
         ino = int(fields[4])
-        got: int | str = self.replica.key(fd_mnt)
-        source = "statx of the mapped fd"
-        try:
-            # map_files needs CAP_SYS_ADMIN in the initial user namespace; the fd's answer stands otherwise.
-            mf = kernel.proc_open(f"self/map_files/{fields[0]}", os.O_PATH)
-        except OSError:
-            pass
-        else:
-            try:
-                got, source = self.replica.key(kernel.statx_ids(mf)[0]), "map_files"
-            finally:
-                os.close(mf)
         inode_ok = (ino, os.makedev(major, minor)) == (obj.ino, obj.dev)
         self._record(
             index,
@@ -731,10 +723,14 @@ class Executor:
 
     def _undo(self, kind: str, item: Any) -> None:
         if kind == "aside":
-            self._move(item.fd, item.origin)
-            os.close(item.fd)
+            fd, _, _ = self._open_mount(item.slot, item.mount)
+            try:
+                self._move(fd, item.origin)
+            finally:
+                os.close(fd)
         elif kind == "private":
-            mount, fd = item
+            mount, path = item
+            fd = self.named(mount, path, allow_stacked=True)
             try:
                 self._rejoin(mount, fd)
             finally:
@@ -870,6 +866,19 @@ def run_plan(
     return report, ex
 
 
+def _named_by_handle(mounts: list[Mount], steps: list[dict[str, Any]]) -> set[int]:
+    """Mounts the executor may have to name by its own handle: the plan keeps their peer group, and
+    a mount stacked on their root means no path names them (see Executor.named)."""
+    bracketed = {s.get("mount") for s in steps if s.get("op") in ("keeper-bind", "make-private", "rejoin-group")}
+    by_id = {m.mount_id: m for m in mounts}
+    return {
+        m.parent_id
+        for m in mounts
+        if m.parent_id in bracketed and m.parent_id != m.mount_id and m.parent_id in by_id
+        and by_id[m.parent_id].mountpoint == m.mountpoint
+    }
+
+
 def execute_here(
     mounts: list[Mount],
     targets: list[Target],
@@ -879,8 +888,10 @@ def execute_here(
     then: Callable[[Replica, Executor, dict[str, Any]], Any] | None = None,
 ) -> dict[str, Any]:
     """Build the replica and run the plan in *this* process, which must already be in a throwaway namespace."""
-    replica = build_replica(mounts, targets, scratch_dir, file_mounts)
-    report, ex = run_plan(replica, targets, [_as_dict(s) for s in steps])
+    plain = [_as_dict(s) for s in steps]
+    kernel.raise_fd_limit()  # in this child only: a deep tree holds one fd per level while it is built
+    replica = build_replica(mounts, targets, scratch_dir, file_mounts, handles_for=_named_by_handle(mounts, plain))
+    report, ex = run_plan(replica, targets, plain)
     if then is not None:
         report["then"] = then(replica, ex, report)
     return report

@@ -17,6 +17,8 @@ import errno as errno_mod
 import os
 import pickle
 import platform
+import resource
+import signal
 import struct
 import sys
 import traceback
@@ -104,6 +106,9 @@ _libc.mount.argtypes = [
 ]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+PR_SET_PDEATHSIG = 1
 
 
 def _syscall_proto(*argtypes: Any) -> Any:
@@ -553,6 +558,31 @@ def _child(fn: Callable[..., Any], args: tuple[Any, ...], user_ns: bool | None, 
     _send(wfd, payload)
 
 
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard one (the usual soft 1024 is a default, not a need);
+    (soft, hard) as they are now. The replica keeps its fds bounded anyway; this is headroom."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft, hard
+
+
+def die_with_parent(parent: int) -> None:
+    """In a forked child: be killed (SIGKILL) when the process that forked it dies.
+
+    PR_SET_PDEATHSIG only covers a death after the call, so the parent is checked once
+    more afterwards: if it already died, the child was re-parented and exits at once.
+    """
+    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise _fail("prctl", "PR_SET_PDEATHSIG")
+    if os.getppid() != parent:
+        os._exit(70)
+
+
 def run_in_namespace(fn: Callable[..., T], *args: Any, user_ns: bool | None = None) -> T:
     """fn(*args) in a forked child with its own private mount namespace; its value or exception comes back.
 
@@ -562,10 +592,14 @@ def run_in_namespace(fn: Callable[..., T], *args: Any, user_ns: bool | None = No
     rfd, wfd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # child
         code = 0
         try:
+            die_with_parent(parent)
+            # Ctrl-C reaches the whole process group: the parent decides, and ends this child.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             os.close(rfd)
             _child(fn, args, user_ns, wfd)
         except BaseException:  # noqa: BLE001 - never return into the caller's stack
@@ -577,6 +611,11 @@ def run_in_namespace(fn: Callable[..., T], *args: Any, user_ns: bool | None = No
     try:
         while chunk := os.read(rfd, 1 << 16):
             chunks.append(chunk)
+    except BaseException:
+        # Interrupted (Ctrl-C) or failing here: the child must not run on alone. Its namespace,
+        # and every mount in it, goes with it.
+        os.kill(pid, signal.SIGKILL)
+        raise
     finally:
         os.close(rfd)
         _, status = os.waitpid(pid, 0)

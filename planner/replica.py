@@ -5,24 +5,26 @@ attaches mounts and finally chroots into the replica's root, so the dump's
 absolute paths (and a plan's, yard included) work verbatim.
 
 How the tree is made:
-- one fresh tmpfs superblock (fsopen/fsmount, detached) per distinct
-  major:minor of the dump;
-- every directory a mount root, a mountpoint or a target needs, created inside
-  those superblocks through their detached fds;
+- one fresh tmpfs superblock (fsopen/fsmount) per distinct major:minor of the
+  dump; every directory a mount root, a mountpoint or a target needs is created
+  through its fd, then it is parked on scratch/sb/N and named by path;
 - every mount a clone (open_tree OPEN_TREE_CLONE) of its root path in its
-  superblock, attached through an O_PATH fd on its mountpoint opened from its
-  parent's own fd *before* any of the parent's children are attached. So each
-  mount lands on exactly the (parent, dentry) the dump names, whatever covers
-  that path later, and stacks come out as parent and child;
-- propagation last, on the finished private tree: per peer group an *anchor*
-  (a full-root clone of the superblock, made shared) that members join with
-  move_mount(MOVE_MOUNT_SET_GROUP); slaves join their master's group, then
-  become slaves. Anchors of groups with members in the tree are unmounted
-  (their peers keep the group); an anchor whose group has no member in the
-  dump (a master outside the namespace) stays, outside the chroot.
+  superblock, attached depth first through an O_PATH fd on its mountpoint opened
+  from its parent's own fd (siblings deepest mountpoint first). So each mount
+  lands on exactly the (parent, dentry) the dump names, whatever covers that path
+  later, and stacks come out as parent and child;
+- propagation per mount once its subtree is complete (nothing is attached below
+  it afterwards, so nothing propagates): per peer group an *anchor* (a full-root
+  clone of the superblock, made shared, on scratch/anchors/G) that members join
+  with move_mount(MOVE_MOUNT_SET_GROUP); slaves join their master's group, then
+  become slaves. Anchors of groups with members in the tree are unmounted (their
+  peers keep the group); an anchor whose group has no member in the dump (a master
+  outside the namespace) stays, outside the chroot.
 
-Nothing of the scaffolding stays reachable by path: the superblock fds are
-closed, the scratch tmpfs holding the replica's root and the kept anchors lies
+Open fds stay bounded by the depth of the tree plus a few, not its size.
+
+Nothing of the scaffolding stays reachable by path: the parked superblocks are
+unmounted, the scratch tmpfs holding the replica's root and the kept anchors lies
 outside the chroot.
 """
 
@@ -270,8 +272,9 @@ class Replica:
     objects: dict[str, TargetObject]
     expected: TreeShape
     live_dev_to_dump: dict[str, str] = field(default_factory=dict)
-    # O_PATH fds on every replica mount's root, by dump id: the executor's own handles,
-    # used only to name a mount its path cannot name (one stacked under another).
+    # fds on the roots of the mounts build_replica was asked to keep (handles_for), by dump id:
+    # the executor's own handles, used only to name a mount its path cannot name (one stacked
+    # under another).
     handles: dict[int, int] = field(default_factory=dict)
 
     def key(self, live_id: int) -> Key:
@@ -408,16 +411,6 @@ def _populate(sb_fd: int, paths: dict[str, str]) -> None:
                 os.close(fd)
 
 
-def _set_group(anchor_fd: int, member_fd: int) -> None:
-    kernel.move_mount(
-        anchor_fd,
-        "",
-        member_fd,
-        "",
-        kernel.MOVE_MOUNT_F_EMPTY_PATH | kernel.MOVE_MOUNT_T_EMPTY_PATH | kernel.MOVE_MOUNT_SET_GROUP,
-    )
-
-
 def _propagation_of(fd: int, flag: int) -> None:
     kernel.mount_setattr(fd, "", kernel.AT_EMPTY_PATH, propagation=flag)
 
@@ -468,11 +461,17 @@ def build_replica(
     targets: Iterable[Target] = (),
     scratch_dir: str | None = None,
     file_mounts: Collection[int] = frozenset(),
+    handles_for: Collection[int] = frozenset(),
 ) -> Replica:
     """Build the dump inside this (already private, throwaway) mount namespace and chroot into it.
 
     scratch_dir is any existing directory; a private tmpfs is mounted over it in
-    this namespace only (default: the temp directory).
+    this namespace only (default: the temp directory). handles_for: dump ids of mounts
+    to keep an O_PATH handle on (Replica.handles); no other fd outlives the build.
+
+    Open fds stay bounded whatever the size of the dump (a 20,000-mount host runs
+    under `ulimit -n 1024`): superblocks and anchors are parked on directories and
+    named by path, and a mount's own fd lives only while its subtree is built.
     """
     targets = list(targets)
     tree = DumpTree(mounts)
@@ -486,99 +485,62 @@ def build_replica(
     # imports its modules lazily).
     kernel.pin_proc()
     kernel.warm_unix_socket_diag()
-    fds: list[int] = []
-    live_fd: dict[int, int] = {}
-
-    def keep(fd: int) -> int:
-        fds.append(fd)
-        return fd
-
+    opened: list[int] = []
+    handles: dict[int, int] = {}
+    root_fd = -1
     try:
-        scratch = keep(kernel.new_tmpfs({"mode": "0700"}))
-        os.mkdir("root", 0o755, dir_fd=scratch)
-        os.mkdir("anchors", 0o700, dir_fd=scratch)
+        scratch = kernel.new_tmpfs({"mode": "0700"})
+        opened.append(scratch)
+        for name in ("root", "anchors", "sb"):
+            os.mkdir(name, 0o700 if name != "root" else 0o755, dir_fd=scratch)
         kernel.attach(scratch, kernel.AT_FDCWD, scratch_dir)
 
-        sb: dict[str, int] = {}
+        # One fresh superblock per dump device, filled through its fd, then parked on a
+        # directory of its own tmpfs (scratch/sb/N) and named by path from there on.
+        sbs = kernel.new_tmpfs({"mode": "0700"})
+        opened.append(sbs)
+        kernel.attach(sbs, scratch, "sb")
+        sb_dir: dict[str, str] = {}
         dev_of: dict[str, int] = {}
         for m in tree.top_down:
-            if m.dev not in sb:
-                sb[m.dev] = keep(kernel.new_tmpfs())
-                dev_of[m.dev] = kernel.statx_mount_id(sb[m.dev])[1]
-                _populate(sb[m.dev], need.get(m.dev, {}))
+            if m.dev not in sb_dir:
+                sb_dir[m.dev] = _park_superblock(sbs, str(len(sb_dir)), need.get(m.dev, {}), dev_of, m.dev)
 
-        objects = _target_objects(tree, targets, sb, dev_of)
+        def in_sb(dev: str, path: str) -> str:
+            rel = from_root(path)
+            return sb_dir[dev] if rel == "." else f"{sb_dir[dev]}/{rel}"
 
-        # Attach parents first; a parent's mountpoint fds are opened before any of its
-        # children is attached, so each child sits on the parent's own dentry even when a
-        # sibling later covers that path (the seed case: 123 under 128).
-        root = tree.root
-        live_fd[root.mount_id] = keep(kernel.open_tree(sb[root.dev], from_root(sb_path(root.root)), _CLONE))
-        root_dir = keep(os.open("root", _O_PATH_DIR, dir_fd=scratch))
-        kernel.attach(live_fd[root.mount_id], root_dir)
-        for parent in tree.top_down:
-            kids = tree.children.get(parent.mount_id, [])
-            spots: list[int] = []
-            for kid in kids:
-                rel = under(kid.mountpoint, parent.mountpoint) or ""
-                if rel:
-                    spots.append(
-                        keep(
-                            kernel.openat2(
-                                live_fd[parent.mount_id],
-                                rel,
-                                os.O_PATH | os.O_NOFOLLOW,
-                                _NO_CROSSING,
-                            )
-                        )
-                    )
-                else:
-                    spots.append(live_fd[parent.mount_id])  # stacked on the parent's root
-            for kid, spot in zip(kids, spots):
-                live_fd[kid.mount_id] = keep(kernel.open_tree(sb[kid.dev], from_root(sb_path(kid.root)), _CLONE))
-                kernel.attach(live_fd[kid.mount_id], spot)
+        objects = _target_objects(tree, targets, lambda dev, path: os.stat(in_sb(dev, path), dir_fd=sbs, follow_symlinks=False), dev_of)
 
-        dump_to_live = {mid: kernel.statx_mount_id(fd)[0] for mid, fd in live_fd.items()}
-
-        # Propagation, on the finished private tree.
-        anchors: dict[int, int] = {}
-        anchors_dir = keep(os.open("anchors", _O_PATH_DIR, dir_fd=scratch))
+        anchors = os.open("anchors", _O_PATH_DIR, dir_fd=scratch)
+        opened.append(anchors)
         for g in groups:
-            os.mkdir(str(g), 0o700, dir_fd=anchors_dir)
-            spot = keep(os.open(str(g), _O_PATH_DIR, dir_fd=anchors_dir))
-            anchor = anchors[g] = keep(kernel.open_tree(sb[group_dev[g]], ".", _CLONE))
-            kernel.attach(anchor, spot)
-            up = group_master[g]
-            if up is not None:
-                _set_group(anchors[up], anchor)
-                _propagation_of(anchor, kernel.MS_SLAVE)
-            _propagation_of(anchor, kernel.MS_SHARED)
-        for m in tree.top_down:
-            fd = live_fd[m.mount_id]
-            if m.shared is not None:
-                _set_group(anchors[m.shared], fd)  # a slave anchor passes its master on too
-            elif m.master is not None:
-                _set_group(anchors[m.master], fd)
-                _propagation_of(fd, kernel.MS_SLAVE)
-            if m.unbindable:
-                _propagation_of(fd, kernel.MS_UNBINDABLE)
+            _make_anchor(anchors, str(g), kernel.open_tree(sbs, sb_dir[group_dev[g]], _CLONE), group_master[g])
+
+        def clone(m: Mount) -> int:
+            return kernel.open_tree(sbs, in_sb(m.dev, sb_path(m.root)), _CLONE)
+
+        root_fd = clone(tree.root)
+        kernel.attach(root_fd, scratch, "root")
+        dump_to_live = _attach_below(tree, root_fd, clone, anchors, handles, set(handles_for))
+
         with_members = {m.shared for m in tree.top_down if m.shared is not None}
         for g in reversed(groups):
             if g in with_members:
                 # Unmounting one peer leaves the group, and the slaves it held, with the others.
-                # Its fd goes first: an open fd makes the mount busy.
-                fds.remove(anchors[g])
-                os.close(anchors[g])
                 kernel.umount2(_join(_join(scratch_dir, "anchors"), str(g)), kernel.UMOUNT_NOFOLLOW)
+        # The parked superblocks go, all at once; the replica's mounts keep theirs alive.
+        os.close(opened.pop(opened.index(sbs)))
+        kernel.umount2(_join(scratch_dir, "sb"), kernel.MNT_DETACH | kernel.UMOUNT_NOFOLLOW)
 
-        os.fchdir(live_fd[root.mount_id])
+        os.fchdir(root_fd)
         os.chroot(".")
         os.chdir("/")
     finally:
-        handles = set(live_fd.values())
-        for fd in fds:
-            if fd not in handles:
-                os.close(fd)
+        for fd in opened:
+            os.close(fd)
+        if root_fd >= 0 and tree.root.mount_id not in handles:
+            os.close(root_fd)
 
     live_dev_to_dump = {f"{os.major(d)}:{os.minor(d)}": dev for dev, d in dev_of.items()}
     replica = Replica(
@@ -589,7 +551,7 @@ def build_replica(
         objects=objects,
         expected=dump_shape(tree.top_down),
         live_dev_to_dump=live_dev_to_dump,
-        handles=live_fd,
+        handles=handles,
     )
     problems = replica.expected.diff(replica.snapshot())
     if problems:
@@ -597,23 +559,138 @@ def build_replica(
     return replica
 
 
+def _park_superblock(sbs: int, name: str, paths: dict[str, str], dev_of: dict[str, int], dev: str) -> str:
+    fd = kernel.new_tmpfs()
+    try:
+        dev_of[dev] = kernel.statx_mount_id(fd)[1]
+        _populate(fd, paths)
+        os.mkdir(name, 0o700, dir_fd=sbs)
+        kernel.attach(fd, sbs, name)
+    finally:
+        os.close(fd)
+    return name
+
+
+def _make_anchor(anchors: int, name: str, anchor: int, master: int | None) -> None:
+    """A shared full-root clone on anchors/NAME for members to join (a slave of `master`'s anchor)."""
+    try:
+        os.mkdir(name, 0o700, dir_fd=anchors)
+        kernel.attach(anchor, anchors, name)
+        if master is not None:
+            _join_group(anchors, str(master), anchor)
+            _propagation_of(anchor, kernel.MS_SLAVE)
+        _propagation_of(anchor, kernel.MS_SHARED)
+    finally:
+        os.close(anchor)
+
+
+def _join_group(anchors: int, group: str, member_fd: int) -> None:
+    """MOVE_MOUNT_SET_GROUP from the anchor on anchors/GROUP (named by path) to the member's fd."""
+    kernel.move_mount(
+        anchors, group, member_fd, "", kernel.MOVE_MOUNT_T_EMPTY_PATH | kernel.MOVE_MOUNT_SET_GROUP
+    )
+
+
+def _attach_below(
+    tree: DumpTree,
+    root_fd: int,
+    clone: Callable[[Mount], int],
+    anchors: int,
+    handles: dict[int, int],
+    keep: set[int],
+) -> dict[int, int]:
+    """Attach every mount below the root, depth first; {dump id: live id}.
+
+    Each child is attached through an O_PATH fd on its mountpoint opened from its
+    parent's own fd, so it lands on the (parent, dentry) the dump names even where a
+    sibling covers that path (the seed case: 123 under 128). Siblings go deepest mountpoint
+    first, so none is yet attached on the way to another's (RESOLVE_NO_XDEV refuses to
+    cross one anyway), and a mount stacked on its parent's root goes last.
+
+    A mount joins its peer group or master when its own subtree is complete: from then on
+    nothing is attached below it, so nothing the build does propagates. Its fd is closed
+    then too, so at most one fd per level of the tree is open.
+    """
+    root = tree.root
+    dump_to_live = {root.mount_id: kernel.statx_mount_id(root_fd)[0]}
+    stack: list[tuple[Mount, int, list[Mount]]] = [(root, root_fd, _attach_order(tree, root))]
+    try:
+        _depth_first(tree, stack, clone, anchors, handles, keep, dump_to_live)
+    except BaseException:
+        for mount, fd, _ in stack:
+            if mount is not root:
+                os.close(fd)
+        raise
+    return dump_to_live
+
+
+def _depth_first(
+    tree: DumpTree,
+    stack: list[tuple[Mount, int, list[Mount]]],
+    clone: Callable[[Mount], int],
+    anchors: int,
+    handles: dict[int, int],
+    keep: set[int],
+    dump_to_live: dict[int, int],
+) -> None:
+    root = tree.root
+    while stack:
+        parent, parent_fd, kids = stack[-1]
+        if not kids:
+            stack.pop()
+            _propagate(parent, parent_fd, anchors)
+            if parent.mount_id in keep:
+                handles[parent.mount_id] = parent_fd
+            elif parent is not root:
+                os.close(parent_fd)
+            continue
+        kid = kids.pop()
+        rel = under(kid.mountpoint, parent.mountpoint) or ""
+        spot = kernel.openat2(parent_fd, rel, os.O_PATH | os.O_NOFOLLOW, _NO_CROSSING) if rel else -1
+        try:
+            kid_fd = clone(kid)
+            try:
+                kernel.attach(kid_fd, spot if rel else parent_fd)  # "" : stacked on the parent's root
+                dump_to_live[kid.mount_id] = kernel.statx_mount_id(kid_fd)[0]
+            except BaseException:
+                os.close(kid_fd)
+                raise
+        finally:
+            if rel:
+                os.close(spot)
+        stack.append((kid, kid_fd, _attach_order(tree, kid)))
+
+
+def _attach_order(tree: DumpTree, parent: Mount) -> list[Mount]:
+    """The parent's children as a stack to pop: deepest mountpoint first, stacked ones last."""
+    kids = tree.children.get(parent.mount_id, [])
+    return sorted(kids, key=lambda kid: len(_parts(kid.mountpoint)))
+
+
+def _propagate(m: Mount, fd: int, anchors: int) -> None:
+    if m.shared is not None:
+        _join_group(anchors, str(m.shared), fd)  # a slave anchor passes its master on too
+    elif m.master is not None:
+        _join_group(anchors, str(m.master), fd)
+        _propagation_of(fd, kernel.MS_SLAVE)
+    if m.unbindable:
+        _propagation_of(fd, kernel.MS_UNBINDABLE)
+
+
 def _target_objects(
-    tree: DumpTree, targets: list[Target], sb: dict[str, int], dev_of: dict[str, int]
+    tree: DumpTree, targets: list[Target], stat_in: Callable[[str, str], os.stat_result], dev_of: dict[str, int]
 ) -> dict[str, TargetObject]:
+    """Each target's object as created; stat_in(dev, path) stats a path of a dump device's superblock."""
     objects = {}
     for t in targets:
         m = tree.by_id[t.mount]
         inner = tree.inside(m, t.path, f"target {t.id}")
         looked = (inner.rsplit("/", 1)[0] or "/") if t.kind == "bind" else inner
-        ino = os.stat(from_root(looked), dir_fd=sb[m.dev], follow_symlinks=False).st_ino
+        ino = stat_in(m.dev, looked).st_ino
         to_mount = to_ino = None
         if t.kind == "mount-source" and t.to is not None:
             dest = tree.visible(t.to)
             to_mount = dest.mount_id
-            to_ino = os.stat(
-                from_root(tree.inside(dest, t.to, "to")),
-                dir_fd=sb[dest.dev],
-                follow_symlinks=False,
-            ).st_ino
+            to_ino = stat_in(dest.dev, tree.inside(dest, t.to, "to")).st_ino
         objects[t.id] = TargetObject(t.id, t.kind, t.mount, t.path, dev_of[m.dev], ino, t.to, to_mount, to_ino)
     return objects

@@ -22,6 +22,7 @@ def plant(mocker: MockerFixture, mount: int, directory: str, name: str, points_t
     """After the replica is built (inside the namespace), swap `name` in `mount` for a symlink."""
 
     def build_then_plant(*args: Any, **kwargs: Any) -> Replica:
+        kwargs["handles_for"] = {*kwargs.get("handles_for", ()), mount}
         replica = build_replica(*args, **kwargs)
         inside = os.open(directory, os.O_PATH | os.O_DIRECTORY, dir_fd=replica.handles[mount])
         try:
