@@ -20,6 +20,7 @@ class Session:
     # Where each target's mount sits and where each mount-source's `to` leads, as dumped.
     homes: dict[int, str] = field(default_factory=dict)
     unbindable: set[int] = field(default_factory=set)
+    unbindable_before: frozenset[int] = frozenset()  # as dumped: the end state must have the same
     locked: frozenset[int] = frozenset()
     destinations: dict[str, Landing] = field(default_factory=dict)
     yards: dict[str, int] = field(default_factory=dict)
@@ -110,6 +111,7 @@ def apply_step(session: Session, step: Step) -> None:
         assert step.mount is not None and step.path is not None
         _named(ns, step.path, step.mount, "path")
         ns.group[step.mount] = ns.master[step.mount] = None
+        session.unbindable.discard(step.mount)  # MS_PRIVATE clears MNT_UNBINDABLE too (change_mnt_propagation)
     elif op == "rejoin-group":
         assert step.mount is not None and step.src is not None and step.to is not None
         keeper = ns.mount_at(step.src)
@@ -174,6 +176,7 @@ def _reach_target(session: Session, step: Step) -> None:
 def new_session(tree: MountTree, targets: list[Target] | tuple[Target, ...], locked: frozenset[int] = frozenset()) -> Session:
     session = Session(Namespace(tree), {t.id: t for t in targets}, locked=locked)
     session.unbindable = {m.mount_id for m in tree.mounts if m.unbindable}
+    session.unbindable_before = frozenset(session.unbindable)
     for target in targets:
         mount = tree.by_id.get(target.mount)
         if mount is None:
@@ -222,6 +225,8 @@ def final_problems(session: Session, before: Shape, targets: list[Target] | tupl
     for mount_id in sorted(changed, key=lambda i: (i < 0, abs(i))):
         was, now = before.get(mount_id), after.get(mount_id)
         problems.append(f"tree not restored: {_shape_text(session.ns, mount_id, was)} became {_shape_text(session.ns, mount_id, now)}")
+    for mount_id in sorted(session.unbindable_before - session.unbindable):
+        problems.append(f"tree not restored: {_name(session.ns, mount_id)} is no longer unbindable")
     if session.yards:
         problems.append(f"yard left mounted: {', '.join(session.yards)}")
     return problems

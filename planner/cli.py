@@ -26,7 +26,7 @@ from planner.plan import DEFAULT_YARD, make_plan
 from planner.steps import FORMAT, Step, step_from_json
 from planner.tree import MountTree
 
-TARGET_HELP = "add a target MOUNT:PATH[:KIND]; KIND is open (default), chdir, bind, mmap or mount-source=TO"
+TARGET_HELP = "add a target MOUNT:PATH[:KIND]; KIND is open (default), chdir, root, bind, mmap or mount-source=TO"
 
 
 def _tree(dump: Dump) -> MountTree:

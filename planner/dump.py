@@ -15,7 +15,7 @@ from typing import Any
 from planner import mountinfo
 from planner.errors import DumpError, TargetError
 from planner.mountinfo import Mount
-from planner.targets import KINDS, Target
+from planner.targets import ACCESS_MODES, FILE_TYPES, KINDS, Target, object_problem
 
 DUMP_FORMAT = "overmount-dump/1"
 
@@ -136,7 +136,19 @@ def _target(raw: object, source: str, line: int | None, index: int) -> Target:
         value = raw.get(key)
         if isinstance(value, str) and "\0" in value:
             raise TargetError(source, line, f"target {raw['id']}: NUL byte in {key}")
-    return Target(raw["id"], raw["kind"], raw["mount"], raw["path"], to, line, origin=source)
+    fields: dict[str, str | None] = {}
+    choices: tuple[tuple[str, tuple[str, ...] | None], ...] = (("file_type", FILE_TYPES), ("access", ACCESS_MODES), ("rdev", None))
+    for key, allowed in choices:
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or (allowed is not None and value not in allowed)):
+            one_of = f"one of {', '.join(allowed)}" if allowed is not None else "a string"
+            raise TargetError(source, line, f"target {raw['id']}: {key} must be {one_of}, got {_short(repr(value))}")
+        fields[key] = value
+    problem = object_problem(raw["kind"], fields["file_type"], fields["access"], fields["rdev"])
+    if problem:
+        raise TargetError(source, line, f"target {raw['id']}: {problem}")
+    return Target(raw["id"], raw["kind"], raw["mount"], raw["path"], to, line, origin=source,
+                  file_type=fields["file_type"], access=fields["access"], rdev=fields["rdev"])
 
 
 def _toml_target_lines(text: str) -> list[int | None]:

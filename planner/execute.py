@@ -25,7 +25,9 @@ and the end (and to explain a failure).
 Report (a plain dict, see `execute`):
   ok, steps_run, failed_step {index, op, errno, errno_name, reason, step} | None,
   rolled_back, unrestored [{mount, should_be_at, now_at, errno, reason}],
-  targets [{id, kind, expected_mount, got_mount, inode_ok, ok, step, detail}],
+  targets [{id, kind, expected_mount, got_mount, inode_ok, ok, step, detail,
+            file_type (what the kernel says was reached, where the op checks it), type_ok,
+            stand_in (why the replica made a stand-in for the dump's object, or None)}],
   tree_identical, tree_diff [str], yard_empty, created_mounts [{target, to, root}].
 """
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import errno as errno_mod
+import fcntl
 import mmap
 import os
 import socket
@@ -57,7 +60,6 @@ from planner.targets import Target
 _RESOLVE = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS
 _MOVE = kernel.MOVE_MOUNT_F_EMPTY_PATH | kernel.MOVE_MOUNT_T_EMPTY_PATH
 _O_PATH = os.O_PATH | os.O_NOFOLLOW
-_O_OPEN = os.O_RDONLY | os.O_NOFOLLOW
 _SLOT_OPS = ("move-aside", "keeper-bind")  # the steps that put a mount into a yard slot
 _SUN_PATH_MAX = 107  # sizeof(sun_path) - 1 for the NUL
 
@@ -549,8 +551,21 @@ class Executor:
         got: int | str | None,
         inode_ok: bool,
         detail: str = "",
+        got_mode: int | None = None,
+        type_problem: str | None = None,
     ) -> None:
-        ok = got == obj.mount and inode_ok
+        """Keep the kernel's answer for a target; Mismatch when mount, inode or type differ.
+
+        got_mode: st_mode of what was reached, when the op checks the object's type (the
+        dump's, or a stand-in's where the replica could not make the real thing);
+        type_problem: anything else about the object that is wrong (access mode, device number).
+        """
+        if got_mode is not None and type_problem is None:
+            # The dump's type, unless a stand-in had to take its place; then the stand-in's.
+            want = _type_name(obj.mode) if obj.stand_in or obj.file_type is None else obj.file_type
+            if _type_name(got_mode) != want:
+                type_problem = f"reached a {_type_name(got_mode)}, the dump has a {want}"
+        ok = got == obj.mount and inode_ok and type_problem is None
         self.results[obj.id] = {
             "id": obj.id,
             "kind": obj.kind,
@@ -560,21 +575,54 @@ class Executor:
             "ok": ok,
             "step": index,
             "detail": detail,
+            "file_type": _type_name(got_mode) if got_mode is not None else None,
+            "type_ok": type_problem is None,
+            "stand_in": obj.stand_in,
         }
         if not ok:
-            why = f"target {obj.id} reached mount {got} (expected {obj.mount})"
-            raise Mismatch(why if got != obj.mount else f"target {obj.id}: inode or device differ ({detail})")
+            if got != obj.mount:
+                raise Mismatch(f"target {obj.id} reached mount {got} (expected {obj.mount})")
+            if not inode_ok:
+                raise Mismatch(f"target {obj.id}: inode or device differ ({detail})")
+            raise Mismatch(f"target {obj.id}: {type_problem}")
 
     def op_open(self, index: int, step: Mapping[str, Any]) -> None:
         obj = self._object(step)
-        fd = kernel.openat2(self.root_fd, from_root(obj.path), _O_OPEN, _RESOLVE)
+        rel = from_root(obj.path)
+        made = stat.S_IFMT(obj.mode)
+        flags = _ACCESS_FLAGS[obj.access or "read-only"]
+        if made in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK) or (made == stat.S_IFDIR and flags != os.O_PATH):
+            # A device is reached with O_PATH: open(2) would run its driver (the replica's node
+            # carries the dump's real number: a watchdog would arm, a tty become a controlling
+            # terminal), and a socket file cannot be opened at all. A directory is read-only.
+            flags = os.O_PATH if made != stat.S_IFDIR else os.O_RDONLY | os.O_DIRECTORY
+        fake = -1
+        if made == stat.S_IFIFO and flags != os.O_PATH:
+            # open(2) of a FIFO read-only or write-only waits for the other end (fs/pipe.c
+            # fifo_open). As CRIU's fifo.c does, a "fake" O_RDWR opener is there first; and
+            # O_NONBLOCK, so that nothing here can ever wait.
+            fake = kernel.openat2(self.root_fd, rel, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW, _RESOLVE)
+            flags |= os.O_NONBLOCK
         try:
-            live, dev, ino, _ = kernel.statx_ids(fd)  # the open file's mount, device and inode: one call
+            fd = kernel.openat2(self.root_fd, rel, flags | os.O_NOFOLLOW, _RESOLVE)
+        finally:
+            if fake >= 0:
+                os.close(fake)
+        try:
+            live, dev, ino, mode = kernel.statx_ids(fd)  # the open file's mount, device, inode and type: one call
+            problem = None
+            held = fcntl.fcntl(fd, fcntl.F_GETFL)
+            if flags & os.O_PATH == 0 and held & os.O_ACCMODE != flags & os.O_ACCMODE:
+                problem = f"opened {_access_name(held)}, the dump held it {obj.access}"
+            rdev = os.fstat(fd).st_rdev
+            if made in (stat.S_IFCHR, stat.S_IFBLK) and rdev != obj.rdev:
+                problem = f"device {_dev_text(rdev)}, the replica made {_dev_text(obj.rdev)}"
         finally:
             # Verified, it is closed: a restored process holds its own, and the executor keeps no
             # fd per target (a plan with thousands of targets runs under `ulimit -n 1024`).
             os.close(fd)
-        self._record(index, obj, self.replica.key(live), ino == obj.ino and dev == obj.dev, f"ino {ino}")
+        detail = f"ino {ino}, {_type_name(mode)}" + (f", {_access_name(held)}" if obj.access else "")
+        self._record(index, obj, self.replica.key(live), ino == obj.ino and dev == obj.dev, detail, mode, problem)
 
     def op_chdir(self, index: int, step: Mapping[str, Any]) -> None:
         obj = self._object(step)
@@ -583,14 +631,29 @@ class Executor:
             os.fchdir(fd)
         finally:
             os.close(fd)
-        mnt, dev, ino = kernel.statx_mount_id(".")
-        self._record(
-            index,
-            obj,
-            self.replica.key(mnt),
-            (ino, dev) == (obj.ino, obj.dev),
-            f"cwd ino {ino}",
-        )
+        mnt, dev, ino, mode = kernel.statx_ids(".")
+        self._record(index, obj, self.replica.key(mnt), (ino, dev) == (obj.ino, obj.dev), f"cwd ino {ino}", mode)
+
+    def op_root(self, index: int, step: Mapping[str, Any]) -> None:
+        """chroot into the target as a restorer does (CRIU's restore_fs: fchdir, chroot(".")),
+        read the new root's mount and inode, then take the executor's own root and cwd back:
+        later steps resolve names from it (bind(2) takes the socket's path as it is)."""
+        obj = self._object(step)
+        fd = self.resolve(obj.path, os.O_PATH | os.O_DIRECTORY)
+        here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fchdir(fd)
+            os.chroot(".")
+            try:
+                mnt, dev, ino, mode = kernel.statx_ids("/")
+            finally:
+                os.fchdir(self.root_fd)
+                os.chroot(".")
+                os.fchdir(here)
+        finally:
+            os.close(fd)
+            os.close(here)
+        self._record(index, obj, self.replica.key(mnt), (ino, dev) == (obj.ino, obj.dev), f"root ino {ino}", mode)
 
     def op_bind(self, index: int, step: Mapping[str, Any]) -> None:
         obj = self._object(step)
@@ -630,7 +693,7 @@ class Executor:
         obj = self._object(step)
         fd = self.resolve(obj.path, os.O_RDONLY)
         try:
-            fd_mnt = kernel.statx_ids(fd)[0]
+            fd_mnt, _, _, fd_mode = kernel.statx_ids(fd)
             mapped = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)  # the mapping keeps the file; from here on only it answers
@@ -666,6 +729,7 @@ class Executor:
             got,
             inode_ok,
             f"maps ino {ino} dev {major}:{minor}; mount from {source}",
+            fd_mode,
         )
 
     def op_mount_source(self, index: int, step: Mapping[str, Any]) -> None:
@@ -786,6 +850,31 @@ class Executor:
 
 _OPS = {name[3:].replace("_", "-"): name for name in vars(Executor) if name.startswith("op_")}
 
+_ACCESS_FLAGS = {"read-only": os.O_RDONLY, "write-only": os.O_WRONLY, "read-write": os.O_RDWR, "path": os.O_PATH}
+_TYPE_NAMES = {
+    stat.S_IFREG: "regular",
+    stat.S_IFDIR: "directory",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFCHR: "char",
+    stat.S_IFBLK: "block",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFLNK: "symlink",
+}
+
+
+def _type_name(mode: int) -> str:
+    return _TYPE_NAMES.get(stat.S_IFMT(mode), f"type {stat.S_IFMT(mode):o}")
+
+
+def _access_name(flags: int) -> str:
+    if flags & os.O_PATH:
+        return "path"
+    return {os.O_RDONLY: "read-only", os.O_WRONLY: "write-only", os.O_RDWR: "read-write"}.get(flags & os.O_ACCMODE, "?")
+
+
+def _dev_text(rdev: int) -> str:
+    return f"{os.major(rdev)}:{os.minor(rdev)}"
+
 
 def _errno_name(err: int | None) -> str | None:
     return errno_mod.errorcode.get(err) if err is not None else None
@@ -849,6 +938,9 @@ def run_plan(
                 "ok": False,
                 "step": None,
                 "detail": "no step reached it",
+                "file_type": None,
+                "type_ok": False,
+                "stand_in": None,
             }
         results.append(res)
     report = {
@@ -940,9 +1032,14 @@ def report_text(report: Mapping[str, Any]) -> str:
             continue
         verdict = "ok" if t["ok"] else "WRONG"
         inode = "inode ok" if t["inode_ok"] else "inode differs"
+        kind = t["kind"] if t.get("file_type") in (None, "regular", "directory") else f"{t['kind']} {t['file_type']}"
+        if not t.get("type_ok", True):
+            inode += ", type differs"
         lines.append(
-            f"target {t['id']} ({t['kind']}): mount {t['got_mount']} (expected {t['expected_mount']}), {inode}: {verdict}"
+            f"target {t['id']} ({kind}): mount {t['got_mount']} (expected {t['expected_mount']}), {inode}: {verdict}"
         )
+        if t.get("stand_in"):
+            lines.append(f"  stand-in: {t['stand_in']}")
     lines.append("tree identical" if report["tree_identical"] else "TREE CHANGED: " + "; ".join(report["tree_diff"]))
     lines.append("yard empty" if report["yard_empty"] else "YARD NOT EMPTY")
     return "\n".join(lines) + "\n"

@@ -65,7 +65,9 @@ def analysis_text(analysis: Analysis) -> str:
         t = finding.target
         state = f"HIDDEN, covered by {_ids(c.mount for c in finding.covers)}" if finding.hidden else "reachable"
         to = f" -> {_printable(t.to)}" if t.to else ""
-        by_mount.setdefault(t.mount, []).append(f"* target {_printable(t.id)} {t.kind} {_printable(t.path)}{to}  [{state}]")
+        what = ", ".join(x for x in (t.file_type, t.access, t.rdev) if x is not None)
+        kind = f"{t.kind} ({what})" if what else t.kind
+        by_mount.setdefault(t.mount, []).append(f"* target {_printable(t.id)} {kind} {_printable(t.path)}{to}  [{state}]")
     rows: list[tuple[str, Mount]] = []
 
     stack: list[tuple[Mount, str, str]] = [(tree.root, "", "")]
@@ -147,7 +149,7 @@ def plan_shell(plan: Plan, source: str, file_mounts: frozenset[int] = frozenset(
     lines = [
         "#!/bin/sh",
         f"# {FORMAT} for {_printable(source)}: run inside the mount namespace being restored, as root.",
-        "# Target steps (open, chdir, bind, mmap) are the restoring process's own syscalls;",
+        "# Target steps (open, chdir, root, bind, mmap) are the restoring process's own syscalls;",
         "# they are marked where they must happen, between the moves.",
         "set -eu",
     ]
@@ -172,8 +174,9 @@ def plan_shell(plan: Plan, source: str, file_mounts: frozenset[int] = frozenset(
         elif step.op == "mount-source":
             lines.append(f"mount --bind {q(step.path or '')} {q(step.to or '')}  # target {_printable(step.target or '')}, source in mount {step.mount}")
         else:
+            call = "chroot" if step.op == "root" else step.op  # a root is set by chroot(2) (or pivot_root)
             lines.append(
-                f"# no command: the restoring process does {step.op}({_printable(step.path or '')}) now "
+                f"# no command: the restoring process does {call}({_printable(step.path or '')}) now "
                 f"(target {_printable(step.target or '')}, mount {step.mount})"
             )
     return "\n".join(lines) + "\n"

@@ -31,6 +31,7 @@ outside the chroot.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -261,6 +262,11 @@ class TargetObject:
     to: str | None = None
     to_mount: int | None = None
     to_ino: int | None = None
+    mode: int = 0  # st_mode of what was made (for bind: of the socket's directory)
+    rdev: int = 0  # a device node's number as made
+    access: str | None = None  # how the dump's fd held it (open targets)
+    file_type: str | None = None  # what the dump says it is
+    stand_in: str | None = None  # why a stand-in was made in its place, when one was
 
 
 @dataclass
@@ -299,14 +305,14 @@ class Replica:
 def file_mounts_of(tree: DumpTree, targets: Iterable[Target], declared: Collection[int]) -> set[int]:
     """Mounts whose root is a file: the declared ones, plus what the dump itself implies.
 
-    A file target (open, mmap) at a mount's own mountpoint makes that mount, or a
+    A file target (open, mmap; anything but a directory) at a mount's own mountpoint makes that mount, or a
     child of its mount mounted right there, a file mount; a mount stacked on a file
     mount, or carrying one stacked on it, is one too.
     """
     files = {m for m in declared if m in tree.by_id}
     for t in targets:
         home = tree.by_id.get(t.mount)
-        if t.kind not in ("open", "mmap") or home is None:
+        if t.kind not in ("open", "mmap") or t.file_type == "directory" or home is None:
             continue
         if t.path == home.mountpoint and home is not tree.root:
             files.add(home.mount_id)
@@ -330,8 +336,38 @@ def file_mounts_of(tree: DumpTree, targets: Iterable[Target], declared: Collecti
     return files
 
 
+# What the replica makes at a path of a superblock: "dir", "file" (a regular file, or any
+# non-directory when nothing more is known: a file mount's root or mountpoint), "fifo",
+# "socket", "char M:m", "block M:m", or "absent" (a socket's own name: bind(2) makes it).
+_SPECIFIC = ("fifo", "socket", "char", "block", "regular")
+
+
+def object_spec(t: Target) -> str:
+    """What the replica makes for target `t`'s own object."""
+    if t.kind in ("chdir", "root", "mount-source") or t.file_type == "directory":
+        return "dir"
+    if t.kind == "bind":
+        return "absent"
+    if t.file_type in ("char", "block"):
+        return f"{t.file_type} {t.rdev or '0:0'}"
+    if t.file_type in ("fifo", "socket"):
+        return t.file_type
+    return "file"
+
+
+def _refine(have: str, want: str) -> str | None:
+    """The one object that is both (a plain "file" is any non-directory); None when none is."""
+    if have == want:
+        return have
+    if have == "file" and want.split(" ")[0] in _SPECIFIC:
+        return want
+    if want == "file" and have.split(" ")[0] in _SPECIFIC:
+        return have
+    return None
+
+
 def _object_kinds(tree: DumpTree, targets: Iterable[Target], file_mounts: Collection[int]) -> dict[str, dict[str, str]]:
-    """Per dump device: superblock path -> 'dir' | 'file' | 'absent' (a socket's own name)."""
+    """Per dump device: superblock path -> what to make there (see object_spec)."""
     need: dict[str, dict[str, str]] = {}
 
     def want(dev: str, path: str, kind: str, why: str) -> None:
@@ -343,8 +379,11 @@ def _object_kinds(tree: DumpTree, targets: Iterable[Target], file_mounts: Collec
                 raise ReplicaError(f"{why}: {ancestor} on device {dev} must be a directory and a {paths[ancestor]}")
             paths.setdefault(ancestor, "dir")
         have = paths.get(path)
-        if have is not None and have != kind:
-            raise ReplicaError(f"{why}: {path} on device {dev} must be a {kind} and a {have}")
+        if have is not None:
+            both = _refine(have, kind)
+            if both is None:
+                raise ReplicaError(f"{why}: {path} on device {dev} must be a {kind} and a {have}")
+            kind = both
         paths[path] = kind
 
     for m in tree.top_down:
@@ -363,15 +402,9 @@ def _object_kinds(tree: DumpTree, targets: Iterable[Target], file_mounts: Collec
         if home is None:
             raise ReplicaError(f"target {t.id} names mount {t.mount}, which the dump does not have")
         _check_clean(t.path, f"target {t.id}")
-        inner = tree.inside(home, t.path, f"target {t.id}")
-        if t.kind in ("open", "mmap"):
-            want(home.dev, inner, "file", f"target {t.id}")
-        elif t.kind in ("chdir", "mount-source"):
-            want(home.dev, inner, "dir", f"target {t.id}")
-        elif t.kind == "bind":
-            want(home.dev, inner, "absent", f"target {t.id}")
-        else:
+        if t.kind not in ("open", "mmap", "chdir", "root", "mount-source", "bind"):
             raise ReplicaError(f"target {t.id} has unknown kind {t.kind!r}")
+        want(home.dev, tree.inside(home, t.path, f"target {t.id}"), object_spec(t), f"target {t.id}")
         if t.kind == "mount-source":
             if t.to is None:
                 raise ReplicaError(f"target {t.id} (mount-source) has no 'to'")
@@ -391,24 +424,47 @@ def _check_clean(path: str, what: str) -> None:
         raise ReplicaError(f"{what}: {path!r} must be absolute with no '.', '..' or empty components")
 
 
-def _populate(sb_fd: int, paths: dict[str, str]) -> None:
+# mknod(2) of a device needs CAP_MKNOD in the initial user namespace: in a user namespace the
+# replica puts a regular file in its place and says so.
+STAND_IN = "a regular file stands in for the {0}: mknod of a device needs CAP_MKNOD in the initial user namespace"
+
+
+def _populate(sb_fd: int, paths: dict[str, str]) -> dict[str, str]:
+    """Make every object of one superblock; the paths where a stand-in replaced a device, and why."""
+    stand_ins: dict[str, str] = {}
     for path, kind in sorted(paths.items(), key=lambda kv: (len(_parts(kv[0])), kv[0])):
         rel = from_root(path)
+        what = kind.split(" ")[0]
         if rel == "." or kind == "absent":
             continue
         if kind == "dir":
             os.mkdir(rel, 0o755, dir_fd=sb_fd)
-        else:
-            fd = os.open(
-                rel,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                0o644,
-                dir_fd=sb_fd,
-            )
+            continue
+        if what == "fifo":
+            os.mkfifo(rel, 0o644, dir_fd=sb_fd)
+            continue
+        if what == "socket":
+            # A socket inode with no socket bound to it: what an O_PATH fd on a socket file shows.
+            os.mknod(rel, stat.S_IFSOCK | 0o644, dir_fd=sb_fd)
+            continue
+        if what in ("char", "block"):
+            major, minor = (int(x) for x in kind.split(" ")[1].split(":"))
             try:
-                os.write(fd, f"overmount replica object {path}\n".encode())
-            finally:
-                os.close(fd)
+                os.mknod(rel, (stat.S_IFCHR if what == "char" else stat.S_IFBLK) | 0o600, os.makedev(major, minor), dir_fd=sb_fd)
+                continue
+            except PermissionError:
+                stand_ins[path] = STAND_IN.format(f"{what} device {major}:{minor}")
+        fd = os.open(
+            rel,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+            0o644,
+            dir_fd=sb_fd,
+        )
+        try:
+            os.write(fd, f"overmount replica object {path}\n".encode())
+        finally:
+            os.close(fd)
+    return stand_ins
 
 
 def _propagation_of(fd: int, flag: int) -> None:
@@ -502,15 +558,18 @@ def build_replica(
         kernel.attach(sbs, scratch, "sb")
         sb_dir: dict[str, str] = {}
         dev_of: dict[str, int] = {}
+        stand_ins: dict[tuple[str, str], str] = {}
         for m in tree.top_down:
             if m.dev not in sb_dir:
-                sb_dir[m.dev] = _park_superblock(sbs, str(len(sb_dir)), need.get(m.dev, {}), dev_of, m.dev)
+                sb_dir[m.dev] = _park_superblock(sbs, str(len(sb_dir)), need.get(m.dev, {}), dev_of, m.dev, stand_ins)
 
         def in_sb(dev: str, path: str) -> str:
             rel = from_root(path)
             return sb_dir[dev] if rel == "." else f"{sb_dir[dev]}/{rel}"
 
-        objects = _target_objects(tree, targets, lambda dev, path: os.stat(in_sb(dev, path), dir_fd=sbs, follow_symlinks=False), dev_of)
+        objects = _target_objects(
+            tree, targets, lambda dev, path: os.stat(in_sb(dev, path), dir_fd=sbs, follow_symlinks=False), dev_of, stand_ins
+        )
 
         anchors = os.open("anchors", _O_PATH_DIR, dir_fd=scratch)
         opened.append(anchors)
@@ -559,11 +618,14 @@ def build_replica(
     return replica
 
 
-def _park_superblock(sbs: int, name: str, paths: dict[str, str], dev_of: dict[str, int], dev: str) -> str:
+def _park_superblock(
+    sbs: int, name: str, paths: dict[str, str], dev_of: dict[str, int], dev: str, stand_ins: dict[tuple[str, str], str]
+) -> str:
     fd = kernel.new_tmpfs()
     try:
         dev_of[dev] = kernel.statx_mount_id(fd)[1]
-        _populate(fd, paths)
+        for path, why in _populate(fd, paths).items():
+            stand_ins[(dev, path)] = why
         os.mkdir(name, 0o700, dir_fd=sbs)
         kernel.attach(fd, sbs, name)
     finally:
@@ -678,7 +740,11 @@ def _propagate(m: Mount, fd: int, anchors: int) -> None:
 
 
 def _target_objects(
-    tree: DumpTree, targets: list[Target], stat_in: Callable[[str, str], os.stat_result], dev_of: dict[str, int]
+    tree: DumpTree,
+    targets: list[Target],
+    stat_in: Callable[[str, str], os.stat_result],
+    dev_of: dict[str, int],
+    stand_ins: Mapping[tuple[str, str], str],
 ) -> dict[str, TargetObject]:
     """Each target's object as created; stat_in(dev, path) stats a path of a dump device's superblock."""
     objects = {}
@@ -686,11 +752,15 @@ def _target_objects(
         m = tree.by_id[t.mount]
         inner = tree.inside(m, t.path, f"target {t.id}")
         looked = (inner.rsplit("/", 1)[0] or "/") if t.kind == "bind" else inner
-        ino = stat_in(m.dev, looked).st_ino
+        st = stat_in(m.dev, looked)
         to_mount = to_ino = None
         if t.kind == "mount-source" and t.to is not None:
             dest = tree.visible(t.to)
             to_mount = dest.mount_id
             to_ino = stat_in(dest.dev, tree.inside(dest, t.to, "to")).st_ino
-        objects[t.id] = TargetObject(t.id, t.kind, t.mount, t.path, dev_of[m.dev], ino, t.to, to_mount, to_ino)
+        objects[t.id] = TargetObject(
+            t.id, t.kind, t.mount, t.path, dev_of[m.dev], st.st_ino, t.to, to_mount, to_ino,
+            mode=st.st_mode, rdev=st.st_rdev, access=t.access, file_type=t.file_type,
+            stand_in=stand_ins.get((m.dev, inner)),
+        )
     return objects

@@ -18,11 +18,12 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "keeper-remove": ("mount", "path"),
     "open": ("target", "mount", "path"),
     "chdir": ("target", "mount", "path"),
+    "root": ("target", "mount", "path"),
     "bind": ("target", "mount", "path"),
     "mmap": ("target", "mount", "path"),
     "mount-source": ("target", "mount", "path", "to"),
 }
-TARGET_OPS = ("open", "chdir", "bind", "mmap", "mount-source")
+TARGET_OPS = ("open", "chdir", "root", "bind", "mmap", "mount-source")
 MOVE_OPS = ("move-aside", "move-back")
 
 

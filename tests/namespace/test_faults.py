@@ -24,9 +24,9 @@ from tests.conftest import SCENARIOS
 pytestmark = pytest.mark.namespace
 
 ERRNOS = (errno.EBUSY, errno.EINVAL, errno.EPERM, errno.ENOENT)
-# The calls that change the tree; target steps (open, chdir, bind, mmap) fail where they resolve their path.
+# The calls that change the tree; target steps (open, chdir, root, bind, mmap) fail where they resolve their path.
 MUTATING = ("move_mount", "attach", "mount", "umount2", "mount_setattr", "open_tree")
-TARGET_OPS = ("open", "chdir", "bind", "mmap")
+TARGET_OPS = ("open", "chdir", "root", "bind", "mmap")
 
 
 def runnable() -> list[tuple[str, list[dict[str, Any]], Any]]:
