@@ -8,20 +8,30 @@ Each target's mount is the one the object lives in, read from the kernel
 (fdinfo ``mnt_id:`` of the process's fd, or of our own O_PATH fd on the
 /proc magic link), never by resolving its path today: under an overmount
 the path leads into the covering mount. Paths are the process's own view
-(relative to its root, as its /proc/PID/mountinfo is).
+(relative to its root, as its /proc/PID/mountinfo is), except for a chrooted
+process: then the table is its mount namespace's, read from the namespace's
+root through setns(2) in a forked child, and every path is in that view (as
+CRIU dumps them), so that its root is a target too.
 
-The dump dict: ``format``, ``mountinfo`` (verbatim), ``targets`` (ids ``fdN``,
-``cwd``, ``map-<start address>``, ``sk-<socket inode>``) and extra fields:
-``pid``; ``file_mounts`` (ids of mounts whose root is a regular file, as far as
-their mountpoint is reachable today); ``skipped`` (``{"id", "kind", "path",
-"mount", "reason"}``: deleted files, paths outside the process root, ...);
-``notes`` (guesses the capture had to make).
+Every fd, the cwd, the root, every file mapping and every socket ends in exactly
+one place: ``targets`` (ids ``fdN``: regular files, directories, FIFOs, char and
+block devices, O_PATH fds on socket files, each with ``file_type``, ``access`` and
+for a device ``rdev``; ``cwd``; ``root``; ``map-<start address>``, one per mapped
+file; ``sk-<socket inode>`` with the ``fds`` that hold it) or ``skipped``
+(``{"id", "kind", "path", "mount", "reason"}``, plus ``fds`` for a socket):
+anonymous pipes and inodes, namespace files, memfds, deleted files, symlinks held
+with O_PATH, paths outside the process root, objects in mounts of another mount
+namespace, sockets of other families, unbound, abstract or connected unix sockets,
+mappings of devices. Extra fields: ``pid``; ``file_mounts`` (ids of mounts whose
+root is a regular file, as far as their mountpoint is reachable today); ``notes``
+(guesses the capture had to make).
 
 The capture is not atomic: a process that keeps running can change between reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -38,6 +48,7 @@ FORMAT = "overmount-dump/1"
 
 _DELETED = " (deleted)"
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
 SYS_OPENAT2 = 437  # x86_64
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
@@ -79,18 +90,24 @@ def _setns(fd: int, nstype: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
-def _fdinfo_mnt_id(path: str) -> int | None:
-    """The `mnt_id:` line of an fdinfo file (every fd has one, O_PATH ones included)."""
+def _fdinfo(path: str) -> dict[str, str]:
+    """The `key: value` lines of an fdinfo file (pos, flags, mnt_id, ino, ...)."""
+    out = {}
     with open(path, encoding="ascii", errors="replace") as handle:
         for line in handle:
-            key, _, value = line.partition(":")
-            if key == "mnt_id":
-                return int(value.strip())
-    return None
+            key, colon, value = line.partition(":")
+            if colon and key not in out:
+                out[key] = value.strip()
+    return out
+
+
+def _mnt_id(info: dict[str, str]) -> int | None:
+    """fdinfo's `mnt_id:` (every fd has one, O_PATH ones included)."""
+    return int(info["mnt_id"]) if "mnt_id" in info else None
 
 
 def _own_fd_mnt_id(fd: int) -> int | None:
-    return _fdinfo_mnt_id(f"/proc/self/fdinfo/{fd}")
+    return _mnt_id(_fdinfo(f"/proc/self/fdinfo/{fd}"))
 
 
 def _is_under(path: str, top: str) -> bool:
@@ -126,6 +143,10 @@ class _Capture:
     mounts: list[Mount]
     view: _View
     root_fd: int
+    # The process root in the table's view when the table is the namespace's and the process
+    # is chrooted (socket names are relative to the root it had when it bound them).
+    chroot: str | None = None
+    process_root_fd: int = -1  # O_PATH on /proc/PID/root, when chroot is set
     targets: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -134,7 +155,9 @@ class _Capture:
     def __post_init__(self) -> None:
         self.by_id = {m.mount_id: m for m in self.mounts}
 
-    def add(self, target_id: str, kind: str, mount: int | None, path: str) -> None:
+    def add(self, target_id: str, kind: str, mount: int | None, path: str, **extra: object) -> None:
+        """A target, or a skipped entry saying why it cannot be one. `extra`: file_type, access,
+        rdev (dump fields), fds (the fds that hold a socket); None values are left out."""
         where = self.by_id.get(mount) if mount is not None else None
         if where is None:
             self.skip(
@@ -143,14 +166,22 @@ class _Capture:
                 path,
                 mount,
                 f"mount {mount} is not in the process's mount table (opened in another mount namespace, e.g. before an unshare)",
+                fds=extra.get("fds"),
             )
         elif not _is_under(path, where.mountpoint):
-            self.skip(target_id, kind, path, mount, f"path is not under mount {mount}'s mountpoint {where.mountpoint}")
+            self.skip(target_id, kind, path, mount, f"path is not under mount {mount}'s mountpoint {where.mountpoint}",
+                      fds=extra.get("fds"))
         else:
-            self.targets.append({"id": target_id, "kind": kind, "mount": mount, "path": path})
+            target: dict[str, object] = {"id": target_id, "kind": kind, "mount": mount, "path": path}
+            target.update((k, v) for k, v in extra.items() if v is not None)
+            self.targets.append(target)
 
-    def skip(self, target_id: str, kind: str, path: str | None, mount: int | None, reason: str) -> None:
-        self.skipped.append({"id": target_id, "kind": kind, "path": path, "mount": mount, "reason": reason})
+    def skip(self, target_id: str, kind: str, path: str | None, mount: int | None, reason: str,
+             fds: object = None) -> None:
+        entry: dict[str, object] = {"id": target_id, "kind": kind, "path": path, "mount": mount, "reason": reason}
+        if fds is not None:
+            entry["fds"] = fds
+        self.skipped.append(entry)
 
     def alive(self) -> None:
         if not os.path.exists(self.proc):
@@ -170,6 +201,8 @@ class _Capture:
             return link_text, f"outside the process's root {self.view.root}"
         if not path.startswith("/"):
             return path, f"not a path: {path!r}"
+        if deleted and path.startswith("/memfd:"):
+            return path, "memfd (memfd_create): an unlinked file of an internal mount, no path reaches it"
         if deleted:
             return path, "deleted: unlinked while open, no path reaches it"
         return path, None
@@ -206,8 +239,40 @@ def _read_proc(pid: int, path: str) -> str:
 # --- the targets ----------------------------------------------------------------------------
 
 
+# st_mode type -> the dump's file_type; an fd on anything else (a symlink held with
+# O_PATH|O_NOFOLLOW) is skipped.
+_FILE_TYPES = {
+    stat.S_IFREG: "regular",
+    stat.S_IFDIR: "directory",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFCHR: "char",
+    stat.S_IFBLK: "block",
+    stat.S_IFSOCK: "socket",
+}
+
+
+def _access(flags: int) -> str:
+    """How an fd was opened, from fdinfo's flags: what a restorer must open it with again."""
+    if flags & os.O_PATH:
+        return "path"
+    return {os.O_RDONLY: "read-only", os.O_WRONLY: "write-only", os.O_RDWR: "read-write"}.get(flags & os.O_ACCMODE, "read-write")
+
+
+def _no_path_reason(text: str) -> str:
+    """Why an fd whose link is not a path has nothing to reopen by path."""
+    kind = text.split(":", 1)[0]
+    if kind == "pipe":
+        return f"anonymous pipe {text}: no name in any filesystem; the restorer makes a new pipe(2)"
+    if kind == "anon_inode":
+        return f"anonymous inode {text}: no name in any filesystem (eventfd, epoll, timerfd, signalfd, pidfd, ...)"
+    if kind in ("mnt", "net", "uts", "ipc", "pid", "user", "cgroup", "time", "pid_for_children", "time_for_children"):
+        return f"namespace file {text}: opened through /proc/PID/ns, not by a path of this mount table"
+    return f"not a path: {text!r}"
+
+
 def _open_files(cap: _Capture) -> dict[int, list[int]]:
-    """Regular files and directories held by fds -> open targets; returns socket inode -> fds."""
+    """Every fd: a file, directory, FIFO or device node -> an open target (with its file type and
+    access mode); anything else -> skipped with the reason. Returns socket inode -> its fds."""
     fd_dir = f"{cap.proc}/fd"
     try:
         names = os.listdir(fd_dir)
@@ -218,23 +283,36 @@ def _open_files(cap: _Capture) -> dict[int, list[int]]:
     sockets: dict[int, list[int]] = {}
     for fd in sorted(int(n) for n in names if n.isdigit()):
         link = f"{fd_dir}/{fd}"
+        target_id = f"fd{fd}"
         try:
             text = os.readlink(link)
+            info = _fdinfo(f"{cap.proc}/fdinfo/{fd}")
+            mnt_id = _mnt_id(info)
             st = os.stat(link)  # follows the magic link to the open file itself
-            mnt_id = _fdinfo_mnt_id(f"{cap.proc}/fdinfo/{fd}")
         except FileNotFoundError:
-            continue  # closed meanwhile
+            continue  # closed meanwhile: not an fd of the process any more
+        except OSError as exc:
+            cap.skip(target_id, "open", None, None, f"cannot read the fd: {exc.strerror or exc}")
+            continue
         if text.startswith("socket:["):
             sockets.setdefault(st.st_ino, []).append(fd)
             continue
-        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-            continue  # devices, pipes, anon inodes: not opened by a path we plan for
+        if not text.startswith("/"):
+            cap.skip(target_id, "open", None, mnt_id, _no_path_reason(text))
+            continue
+        file_type = _FILE_TYPES.get(stat.S_IFMT(st.st_mode))
+        access = _access(int(info.get("flags", "0"), 8))  # fdinfo prints flags in octal
         path, why = cap.path_of(text, st)
+        if file_type is None:
+            why = why or "an O_PATH fd on a symlink itself: nothing a restorer opens through it"
+        elif file_type == "socket" and access != "path":
+            why = why or "a socket file held as a file: only O_PATH can, and fdinfo says otherwise"
         if why:
-            cap.skip(f"fd{fd}", "open", path, mnt_id, why)
-        else:
-            assert path is not None
-            cap.add(f"fd{fd}", "open", mnt_id, path)
+            cap.skip(target_id, "open", path, mnt_id, why)
+            continue
+        assert path is not None
+        rdev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}" if file_type in ("char", "block") else None
+        cap.add(target_id, "open", mnt_id, path, file_type=file_type, access=access, rdev=rdev)
     return sockets
 
 
@@ -257,6 +335,33 @@ def _cwd(cap: _Capture) -> None:
     else:
         assert path is not None
         cap.add("cwd", "chdir", mnt_id, path)
+
+
+def _root(cap: _Capture, root_text: str, namespace_view: bool) -> None:
+    """The process root: a target when it is not its mount namespace's root (a chroot)."""
+    if root_text == "/":
+        cap.skip("root", "root", "/", None, "the root of its mount namespace: the restored namespace gives it, no chroot")
+        return
+    if not namespace_view:
+        cap.skip("root", "root", root_text, None, "chrooted, but the table is the process's own view (relative to "
+                 "its root), where its root has no path: the namespace's table could not be read")
+        return
+    try:
+        fd = os.open(f"{cap.proc}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        cap.alive()
+        return
+    try:
+        st = os.fstat(fd)
+        mnt_id = _own_fd_mnt_id(fd)
+    finally:
+        os.close(fd)
+    path, why = cap.path_of(root_text, st)
+    if why:
+        cap.skip("root", "root", path, mnt_id, why)
+    else:
+        assert path is not None
+        cap.add("root", "root", mnt_id, path)
 
 
 def _mappings(cap: _Capture) -> None:
@@ -285,11 +390,14 @@ def _mappings(cap: _Capture) -> None:
         finally:
             os.close(fd)
         key = (mnt_id, st.st_dev, st.st_ino)
-        if key in seen or not stat.S_ISREG(st.st_mode):
-            continue
+        if key in seen:
+            continue  # another vma of a file already listed: one target per file
         seen.add(key)
         target_id = "map-" + name.split("-")[0]
         path, why = cap.path_of(text, st)
+        if not stat.S_ISREG(st.st_mode):
+            kind = _FILE_TYPES.get(stat.S_IFMT(st.st_mode), "special file")
+            why = why or f"a mapping of a {kind} (a driver's memory): mapped again from the device, not planned as a file"
         if why:
             cap.skip(target_id, "mmap", path, mnt_id, why)
         else:
@@ -399,34 +507,92 @@ def _socket_mount(cap: _Capture, sock: _UnixSocket, path: str) -> tuple[int | No
     return best.mount_id, None
 
 
+def _socket_protocol(cap: _Capture, fd: int) -> str:
+    """The protocol sockfs names for a socket fd (TCP, UDP, NETLINK, UNIX, ...)."""
+    try:
+        name = os.getxattr(f"{cap.proc}/fd/{fd}", "system.sockprotoname")
+    except OSError:
+        return "unknown"
+    return name.rstrip(b"\0").decode("ascii", "replace") or "unknown"
+
+
+def _socket_path(cap: _Capture, sock: _UnixSocket, name: str) -> str:
+    """The socket's path in the table's view. The name is the text given to bind(2), relative to
+    the root the process had then: the namespace's (bound before a chroot), or its chroot's.
+
+    The name is looked up both ways, inside the chroot through the process's root fd (which
+    reaches the jail even where a cover hides it from the namespace root); the way that finds
+    the socket's inode wins. Where neither does (a cover hides both), the ways on which a mount
+    of the socket's device lies remain, the namespace's first (CRIU's sk-unix.c reads an absolute
+    name so), with a note when both remain.
+    """
+    if cap.chroot is None:
+        return name
+    inside = cap.chroot.rstrip("/") + name
+    for path, start in ((inside, cap.process_root_fd), (name, cap.root_fd)):
+        try:
+            fd = _openat2(start, name.lstrip("/"), os.O_PATH | os.O_NOFOLLOW, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) == (*(sock.vfs_dev or (-1, -1)), sock.vfs_ino):
+            return path
+    possible = [p for p in (name, inside)
+                if any((m.major, m.minor) == sock.vfs_dev and _is_under(p, m.mountpoint) for m in cap.mounts)]
+    if len(possible) > 1:
+        cap.notes.append(f"sk-{sock.inode}: bound as {name} by a process now chrooted into {cap.chroot}, and no path "
+                         f"leads to the socket file to tell whether before or after the chroot: taken as {name}")
+    return possible[0] if possible else name
+
+
 def _unix_sockets(cap: _Capture, sockets: dict[int, list[int]]) -> None:
+    """Every socket fd: a unix socket bound to a path -> a bind target; any other -> skipped, with why."""
     if not sockets:
         return
     try:
         found = _diag_in_netns(cap.pid, set(sockets))
     except (OSError, ImportError) as exc:
-        cap.skip("sockets", "bind", None, None, f"sock_diag unavailable: {exc}")
+        for inode, fds in sorted(sockets.items()):
+            cap.skip(f"sk-{inode}", "bind", None, None, f"sock_diag unavailable: {exc}", fds=fds)
         return
-    for inode in sorted(found):
-        sock = found[inode]
+    for inode, fds in sorted(sockets.items()):
         target_id = f"sk-{inode}"
-        if sock.vfs_dev is None or not sock.name:
-            continue  # unbound or abstract: nothing in the filesystem (pyroute2 drops the NUL)
+        sock = found.get(inode)
+        if sock is None:
+            protocol = _socket_protocol(cap, fds[0])
+            why = (f"a {protocol} socket: not a unix one, it has no name in the filesystem" if protocol != "UNIX"
+                   else "a unix socket sock_diag does not report (closed meanwhile?)")
+            cap.skip(target_id, "bind", None, None, why, fds=fds)
+            continue
+        if not sock.name:
+            cap.skip(target_id, "bind", None, None, "unbound unix socket (socketpair, or never bound): no name in "
+                     "the filesystem", fds=fds)
+            continue
+        if sock.vfs_dev is None:  # pyroute2 drops an abstract name's leading NUL; ss(8) shows it as '@'
+            cap.skip(target_id, "bind", "@" + sock.name, None, "abstract unix name: in no filesystem, no path to reach",
+                     fds=fds)
+            continue
         if sock.sock_type in (SOCK_STREAM, SOCK_SEQPACKET) and sock.state == TCP_ESTABLISHED:
             # An accepted connection carries its listener's name and inode; CRIU
             # does not re-bind connected stream sockets either (criu/sk-unix.c).
-            cap.skip(target_id, "bind", sock.name, None, "connected stream socket: shares its listener's name, not bound again")
+            cap.skip(target_id, "bind", sock.name, None, "connected stream socket: shares its listener's name, not bound again",
+                     fds=fds)
             continue
         # The name is the text given to bind(): a process that chrooted after binding
         # keeps its old view, and no mount of the socket's device may lie above it here.
         if not sock.name.startswith("/"):
-            cap.skip(target_id, "bind", sock.name, None, "bound by a relative path: the directory it was bound in is unknown")
+            cap.skip(target_id, "bind", sock.name, None, "bound by a relative path: the directory it was bound in is unknown",
+                     fds=fds)
             continue
-        mount, why = _socket_mount(cap, sock, sock.name)
-        if why:
-            cap.skip(target_id, "bind", sock.name, mount, why)
+        path = _socket_path(cap, sock, sock.name)
+        mount, problem = _socket_mount(cap, sock, path)
+        if problem:
+            cap.skip(target_id, "bind", path, mount, problem, fds=fds)
         else:
-            cap.add(target_id, "bind", mount, sock.name)
+            cap.add(target_id, "bind", mount, path, fds=fds)
 
 
 def _file_mounts(cap: _Capture) -> list[int]:
@@ -453,26 +619,111 @@ def _file_mounts(cap: _Capture) -> list[int]:
 # --- entry point ----------------------------------------------------------------------------
 
 
+def _from_namespace_root(pid: int) -> tuple[str, int]:
+    """The process's mount table as its namespace's root sees it, and an O_PATH fd on that root.
+
+    /proc/PID/mountinfo is relative to the process's root: a chrooted process's lists only the
+    mounts below its root, and none of what covers its chroot directory. A forked child joins
+    the process's mount namespace with setns(2), which sets its root to the namespace's root,
+    opens both there and hands them back (SCM_RIGHTS). OSError when it cannot: setns needs
+    CAP_SYS_ADMIN over the namespace and CAP_SYS_CHROOT.
+    """
+    with contextlib.ExitStack() as held:
+        proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # ours: the namespace may have none
+        held.callback(os.close, proc_fd)
+        ns_fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        held.callback(os.close, ns_fd)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        held.enter_context(ours)
+        with theirs:
+            child = os.fork()
+            if child == 0:  # pragma: no cover - the child only makes syscalls, then _exit
+                status = 1
+                try:
+                    _setns(ns_fd, CLONE_NEWNS)
+                    root = os.open("/", os.O_PATH | os.O_DIRECTORY)
+                    table = os.open("self/mountinfo", os.O_RDONLY, dir_fd=proc_fd)  # the table as its root sees it
+                    socket.send_fds(theirs, [b"ok"], [root, table])
+                    status = 0
+                except BaseException as exc:  # noqa: BLE001 - the forked child reports any failure and exits
+                    err = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EIO
+                    text = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) or "failed"
+                    with contextlib.suppress(BaseException):
+                        theirs.send(f"{err} {text}".encode("utf-8", "replace")[:1000])
+                finally:
+                    os._exit(status)
+        try:
+            message, fds, _, _ = socket.recv_fds(ours, 1024, 2)
+        finally:
+            os.waitpid(child, 0)
+    if message != b"ok" or len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        code, _, text = message.decode("utf-8", "replace").partition(" ")
+        raise OSError(int(code) if code.isdigit() else errno.EIO, text or "the helper child died")
+    root_fd, table_fd = fds
+    try:
+        with os.fdopen(table_fd, "rb") as handle:
+            text = handle.read().decode("utf-8", "surrogateescape")
+    except BaseException:
+        os.close(root_fd)
+        raise
+    return text, root_fd
+
+
 def capture_pid(pid: int) -> dict[str, Any]:
-    """The overmount-dump/1 dict of a live process: mountinfo verbatim plus its targets."""
+    """The overmount-dump/1 dict of a live process: its mount table plus its targets.
+
+    The table is /proc/PID/mountinfo verbatim, unless the process is chrooted: then it is
+    the table of its mount namespace seen from the namespace's root (as CRIU dumps it), and
+    every path is in that view, so that the root itself is a target with a path; when that
+    cannot be read, /proc/PID/mountinfo (paths relative to the process root), with a note.
+    """
     if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         raise CaptureError(pid, "not a process id")
     proc = f"/proc/{pid}"
-    mountinfo = _read_proc(pid, f"{proc}/mountinfo")
-    if not mountinfo:
-        raise CaptureError(pid, "empty mountinfo (a zombie, or a kernel thread)")
-    mounts = parse(mountinfo, f"{proc}/mountinfo")
     try:
         root_text = os.readlink(f"{proc}/root")
-        root_fd = os.open(f"{proc}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except (FileNotFoundError, ProcessLookupError):
         raise CaptureError(pid, "no such process") from None
     except PermissionError:
         raise CaptureError(pid, f"permission denied reading {proc}/root (needs root or ptrace access)") from None
+    notes = []
+    namespace_view = False
+    process_root_fd = -1
+    if root_text != "/":
+        try:
+            mountinfo, root_fd = _from_namespace_root(pid)
+            namespace_view = True
+            notes.append(f"pid {pid} is chrooted into {root_text}: the mount table and every path are its mount "
+                         "namespace's, from the namespace root (as CRIU dumps them); its root is target 'root'")
+        except OSError as exc:
+            notes.append(f"pid {pid} is chrooted into {root_text}, and its namespace's own table cannot be read "
+                         f"({exc.strerror or exc}; setns(2) needs CAP_SYS_ADMIN over the namespace): the table and "
+                         "paths are the process's view, relative to its root")
+    if not namespace_view:
+        mountinfo = _read_proc(pid, f"{proc}/mountinfo")
+        if not mountinfo and root_text != "/":
+            raise CaptureError(pid, f"chrooted into {root_text}, where no mount lies below its root, and its "
+                               f"namespace's table cannot be read: {notes[-1]}")
+        if not mountinfo:
+            raise CaptureError(pid, "empty mountinfo (a zombie, or a kernel thread)")
+        try:
+            root_fd = os.open(f"{proc}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, ProcessLookupError):
+            raise CaptureError(pid, "no such process") from None
+        except PermissionError:
+            raise CaptureError(pid, f"permission denied reading {proc}/root (needs root or ptrace access)") from None
     try:
-        cap = _Capture(pid, proc, mounts, _View(root_text), root_fd)
+        mounts = parse(mountinfo, f"{proc}/mountinfo")
+        view = _View("/" if namespace_view else root_text)
+        chroot = root_text if namespace_view else None
+        cap = _Capture(pid, proc, mounts, view, root_fd, chroot, notes=notes)
+        if chroot is not None:
+            cap.process_root_fd = process_root_fd = os.open(f"{proc}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         sockets = _open_files(cap)
         _cwd(cap)
+        _root(cap, root_text, namespace_view)
         _mappings(cap)
         _unix_sockets(cap, sockets)
         file_mounts = _file_mounts(cap)
@@ -484,6 +735,8 @@ def capture_pid(pid: int) -> dict[str, Any]:
         raise CaptureError(pid, f"{exc.strerror or exc}{where}") from None
     finally:
         os.close(root_fd)
+        if process_root_fd >= 0:
+            os.close(process_root_fd)
     return {
         "format": FORMAT,
         "mountinfo": mountinfo,

@@ -10,7 +10,8 @@ The child unshares a mount namespace of its own (never ours), builds
 also an open file that was unlinked (gone) and one really named "odd (deleted)",
 then reports ready through a pipe and sleeps until it is killed. Variants: in
 our network namespace, in a new one (sock_diag must be asked from there), and
-chrooted into BASE (paths are the process's view, relative to its root).
+chrooted into BASE (the table and paths are then its namespace's, from the
+namespace root, as CRIU dumps them; its root is a target).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ CHILD = textwrap.dedent(
 
 @pytest.fixture(params=["plain", "netns", "chroot"])
 def overmounted_child(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[int, str, str]]:
-    """(pid, base as we see it, base as the child sees it: '' once it chrooted into it)."""
+    """(pid, base, the variant)."""
     mode = request.param
     base = tmp_path / "base"
     base.mkdir()
@@ -103,7 +104,7 @@ def overmounted_child(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
             child.wait(timeout=10)
             stderr = child.stderr.read().decode() if child.stderr else ""
             pytest.fail(f"child did not get ready: {stderr}")
-        yield child.pid, str(base), "" if mode == "chroot" else str(base)
+        yield child.pid, str(base), mode
     finally:
         # Only this child, by its pid.
         if child.poll() is None:
@@ -116,16 +117,22 @@ def overmounted_child(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
 def test_capture_finds_every_target_in_the_hidden_mount(overmounted_child: tuple[int, str, str]) -> None:
     with open("/proc/self/mountinfo") as handle:
         ours_before = handle.read()
-    pid, _, top = overmounted_child
+    pid, top, mode = overmounted_child
 
     dump = capture_pid(pid)
 
-    with open(f"/proc/{pid}/mountinfo") as handle:
-        assert dump["mountinfo"] == handle.read()
+    # The table from the root of the process's mount namespace, as nsenter(1) reads it there.
+    from_ns_root = subprocess.run(
+        ["nsenter", f"--mount=/proc/{pid}/ns/mnt", "cat", "/proc/self/mountinfo"], capture_output=True, text=True, check=True
+    ).stdout
+    assert dump["mountinfo"] == from_ns_root
+    if mode != "chroot":
+        with open(f"/proc/{pid}/mountinfo") as handle:
+            assert dump["mountinfo"] == handle.read()
     assert dump["format"] == "overmount-dump/1"
     assert dump["pid"] == pid
     mounts = parse(dump["mountinfo"])
-    lower = next(m for m in mounts if m.mountpoint == (top or "/") and m.source == "lower")
+    lower = next(m for m in mounts if m.mountpoint == top and m.source == "lower")
     upper = next(m for m in mounts if m.mountpoint == top + "/d" and m.source == "upper")
     assert upper.parent_id == lower.mount_id
 
@@ -157,6 +164,13 @@ def test_capture_finds_every_target_in_the_hidden_mount(overmounted_child: tuple
     fdst = next(m for m in mounts if m.mountpoint == top + "/fdst")
     assert fdst.mount_id in dump["file_mounts"]
     assert lower.mount_id not in dump["file_mounts"]
+
+    # The root: a target where the process chrooted (the top of mount lower), else the namespace's own.
+    if mode == "chroot":
+        assert by_path[top] == {"id": "root", "kind": "root", "mount": lower.mount_id, "path": top}
+    else:
+        [root] = [s for s in dump["skipped"] if s["id"] == "root"]
+        assert root["reason"].startswith("the root of its mount namespace")
 
     with open("/proc/self/mountinfo") as handle:
         assert handle.read() == ours_before

@@ -62,7 +62,7 @@ def overmount(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("overmounted_child", ["plain"], indirect=True)
 def test_capture_plan_run_of_a_live_process(overmounted_child: tuple[int, str, str], tmp_path: Path) -> None:
     """The three README commands against a process that overmounted its own objects."""
-    pid, _, top = overmounted_child
+    pid, top, _ = overmounted_child
     dump_file = tmp_path / "dump.json"
     captured = overmount("capture", "--pid", str(pid), "-o", str(dump_file))
     assert captured.returncode == 0, captured.stderr
