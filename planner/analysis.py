@@ -26,6 +26,9 @@ class TargetFinding:
     target: Target
     covers: tuple[Cover, ...]
     movers: tuple[int, ...]  # every mount that must leave the path, in move order
+    # In a forest: (unlisted mount, the top hanging from it) for each other tree on the target's
+    # path; its reach then depends on mounts the table does not list (tree.unlisted_on).
+    unlisted: tuple[tuple[int, Mount], ...] = ()
 
     @property
     def hidden(self) -> bool:
@@ -52,6 +55,18 @@ class Analysis:
                 out[mount.mount_id] = covers
         return out
 
+    @cached_property
+    def mount_unlisted(self) -> dict[int, list[tuple[int, Mount]]]:
+        """In a forest: mounts whose place depends on a mount the table does not list."""
+        if self.tree.stand_in is None:
+            return {}
+        out = {}
+        for mount in self.tree.mounts:
+            found = self.tree.unlisted_on(mount.mountpoint, mount.mount_id)
+            if found:
+                out[mount.mount_id] = found
+        return out
+
     @property
     def hidden_mounts(self) -> list[int]:
         return sorted(self.mount_covers)
@@ -76,6 +91,10 @@ def level_covers(tree: MountTree, over: Mount, path: str, nxt: Mount | None) -> 
         siblings = tree.children_at.get((over.mount_id, prefix))
         if not siblings:
             continue
+        if over.mount_id == tree.stand_in and nxt is not None:
+            # Tops of a forest cover each other only when they hang from one unlisted mount.
+            own = tree.unlisted_parent[nxt.mount_id]
+            siblings = tuple(top for top in siblings if tree.unlisted_parent[top] == own)
         for child in reversed(siblings):  # topmost first
             if nxt is not None and prefix == nxt.mountpoint and not tree.is_legacy_below(nxt, tree.by_id[child]):
                 continue
@@ -129,7 +148,7 @@ def movers_for(tree: MountTree, covers: tuple[Cover, ...]) -> tuple[int, ...]:
 def validate_target(tree: MountTree, target: Target) -> None:
     if target.kind not in KINDS:
         raise TargetError(target.origin or tree.source, target.line_no, f"target {target.id}: unknown kind {target.kind!r} (one of {', '.join(KINDS)})")
-    if target.mount not in tree.by_id:
+    if not tree.listed(target.mount):
         raise TargetError(target.origin or tree.source, target.line_no, f"target {target.id}: mount {target.mount} is not in the mount table")
     if not is_clean(target.path):
         raise TargetError(target.origin or tree.source, target.line_no, f"target {target.id}: path {target.path!r} must be absolute with no '.', '..' or empty parts")
@@ -152,5 +171,8 @@ def analyze(tree: MountTree, targets: list[Target] | tuple[Target, ...] = ()) ->
         validate_target(tree, target)
         mount = tree.by_id[target.mount]
         covers = chain_covers(tree, mount.mount_id, through) + tuple(level_covers(tree, mount, target.path, None))
-        findings.append(TargetFinding(target, covers, movers_for(tree, covers)))
+        unlisted = tree.unlisted_on(target.path, target.mount)
+        if target.to is not None:
+            unlisted += tree.unlisted_on(target.to, target.mount)
+        findings.append(TargetFinding(target, covers, movers_for(tree, covers), tuple(unlisted)))
     return Analysis(tree, tuple(findings))

@@ -147,6 +147,7 @@ class _Capture:
     # is chrooted (socket names are relative to the root it had when it bound them).
     chroot: str | None = None
     process_root_fd: int = -1  # O_PATH on /proc/PID/root, when chroot is set
+    root_mount: int | None = None  # the mount holding the process's root directory
     targets: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -165,7 +166,7 @@ class _Capture:
                 kind,
                 path,
                 mount,
-                f"mount {mount} is not in the process's mount table (opened in another mount namespace, e.g. before an unshare)",
+                self.unlisted_reason(mount),
                 fds=extra.get("fds"),
             )
         elif not _is_under(path, where.mountpoint):
@@ -175,6 +176,17 @@ class _Capture:
             target: dict[str, object] = {"id": target_id, "kind": kind, "mount": mount, "path": path}
             target.update((k, v) for k, v in extra.items() if v is not None)
             self.targets.append(target)
+
+    def unlisted_reason(self, mount: int | None) -> str:
+        if mount is not None and mount == self.root_mount:
+            # A chroot into a plain directory, seen from the process: mountinfo lists only what
+            # lies below the root, relative to it; the mount holding the root itself is above it.
+            return (f"in mount {mount}, which holds the process's root directory but is not in its mountinfo "
+                    "(the root is a plain directory, as after chroot: only the mounts below it are listed)")
+        if mount is not None and any(m.parent_id == mount for m in self.mounts):
+            return f"in mount {mount}, which lies above the process's root: its mountinfo lists only mounts below the root"
+        return (f"mount {mount} is not in the process's mount table "
+                "(opened in another mount namespace, e.g. before an unshare)")
 
     def skip(self, target_id: str, kind: str, path: str | None, mount: int | None, reason: str,
              fds: object = None) -> None:
@@ -324,6 +336,9 @@ def _cwd(cap: _Capture) -> None:
     except FileNotFoundError:
         cap.alive()
         return
+    except OSError as exc:
+        cap.skip("cwd", "chdir", None, None, f"cannot read {link}: {exc.strerror or exc}")
+        return
     try:
         st = os.fstat(fd)
         mnt_id = _own_fd_mnt_id(fd)
@@ -377,6 +392,8 @@ def _mappings(cap: _Capture) -> None:
         cap.alive()
         return
     seen: set[tuple[int | None, int, int]] = set()
+    denied: set[str] = set()
+    maps: dict[str, str] | None = None
     for name in sorted(names, key=lambda n: int(n.split("-")[0], 16)):
         link = f"{map_dir}/{name}"
         try:
@@ -384,6 +401,19 @@ def _mappings(cap: _Capture) -> None:
             fd = os.open(link, os.O_PATH | os.O_CLOEXEC)
         except FileNotFoundError:
             continue  # unmapped meanwhile
+        except OSError as exc:
+            # Unprivileged, the directory lists but its links do not read (they need
+            # CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN): each file is skipped once, named from maps.
+            if maps is None:
+                maps = _mapped_paths(cap)
+            named = maps.get(name)
+            if (named or name) not in denied:
+                denied.add(named or name)
+                why = f"cannot read {link}: {exc.strerror or exc}"
+                if exc.errno == errno.EPERM:
+                    why += " (map_files needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; maps has no mount id)"
+                cap.skip("map-" + name.split("-")[0], "mmap", named, None, why)
+            continue
         try:
             st = os.fstat(fd)
             mnt_id = _own_fd_mnt_id(fd)
@@ -403,6 +433,20 @@ def _mappings(cap: _Capture) -> None:
         else:
             assert path is not None
             cap.add(target_id, "mmap", mnt_id, path)
+
+
+def _mapped_paths(cap: _Capture) -> dict[str, str]:
+    """{"start-end": path} of the file-backed mappings in /proc/PID/maps, paths in the process's view."""
+    try:
+        text = _read_proc(cap.pid, f"{cap.proc}/maps")
+    except CaptureError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            out[fields[0]] = cap.view.of(fields[5]) or fields[5]
+    return out
 
 
 @dataclass(frozen=True)
@@ -721,6 +765,7 @@ def capture_pid(pid: int) -> dict[str, Any]:
         cap = _Capture(pid, proc, mounts, view, root_fd, chroot, notes=notes)
         if chroot is not None:
             cap.process_root_fd = process_root_fd = os.open(f"{proc}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        cap.root_mount = _own_fd_mnt_id(root_fd)
         sockets = _open_files(cap)
         _cwd(cap)
         _root(cap, root_text, namespace_view)

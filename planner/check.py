@@ -22,6 +22,7 @@ class Session:
     unbindable: set[int] = field(default_factory=set)
     unbindable_before: frozenset[int] = frozenset()  # as dumped: the end state must have the same
     locked: frozenset[int] = frozenset()
+    stand_in: int | None = None  # a forest's stand-in for what the table does not list (MountTree.stand_in)
     destinations: dict[str, Landing] = field(default_factory=dict)
     yards: dict[str, int] = field(default_factory=dict)
     keepers: dict[int, int] = field(default_factory=dict)  # keeper id -> the mount it keeps
@@ -39,6 +40,9 @@ def _place(session: Session, mount_id: int, path: str, what: str) -> None:
     """Attach onto `path`, refusing a shared destination (copies would reach every peer)."""
     ns = session.ns
     landing = ns.walk(path)
+    if landing.mount == session.stand_in:
+        raise SimError(f"{what} lands in a mount the table does not list: whether it is shared (copies would "
+                       "propagate to its peers) is unknown")
     if ns.group[landing.mount] is not None:
         raise SimError(f"{what} lands in {_name(ns, landing.mount)}, which is shared: copies would propagate to its peers")
     ns.attach_at(mount_id, landing)
@@ -60,6 +64,8 @@ def apply_step(session: Session, step: Step) -> None:
             raise SimError(f"path {path!r} must be absolute with no '.', '..' or empty parts")
         session.clean_paths.add(path)
     op = step.op
+    if step.mount is not None and step.mount == session.stand_in:
+        raise SimError(f"mount {step.mount} is not in the dump")
     if op == "yard-create":
         assert step.path is not None
         yard = ns.add(f"yard {step.path}")
@@ -84,6 +90,9 @@ def apply_step(session: Session, step: Step) -> None:
         parent = ns.parent[step.mount]
         if parent is None:
             raise SimError(f"{_name(ns, step.mount)} is the root mount: it cannot be moved")
+        if parent == session.stand_in:
+            raise SimError(f"{_name(ns, step.mount)}'s parent is not in the table: the kernel refuses the move if it is "
+                           "shared, and nothing says whether it is")
         if step.mount in session.locked:
             # fs/namespace.c do_move_mount(): a mount locked to its parent cannot leave it
             raise SimError(f"the kernel would refuse (EINVAL): {_name(ns, step.mount)} is locked to its parent (inherited into a user namespace)")
@@ -174,7 +183,7 @@ def _reach_target(session: Session, step: Step) -> None:
 
 
 def new_session(tree: MountTree, targets: list[Target] | tuple[Target, ...], locked: frozenset[int] = frozenset()) -> Session:
-    session = Session(Namespace(tree), {t.id: t for t in targets}, locked=locked)
+    session = Session(Namespace(tree), {t.id: t for t in targets}, locked=locked, stand_in=tree.stand_in)
     session.unbindable = {m.mount_id for m in tree.mounts if m.unbindable}
     session.unbindable_before = frozenset(session.unbindable)
     for target in targets:

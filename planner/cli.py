@@ -121,11 +121,12 @@ def analyze_cmd(dump_path: str, targets: tuple[str, ...], as_json: bool) -> None
 @click.argument("dump_path", metavar="DUMP")
 @click.option("--target", "targets", multiple=True, metavar="MOUNT:PATH[:KIND]", help=TARGET_HELP)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "shell"]), default="text", show_default=True)
-@click.option("--yard", default=DEFAULT_YARD, show_default=True, callback=_yard_option,
-              help="where covering mounts are parked")
+@click.option("--yard", callback=_yard_option,
+              help=f"where covering mounts are parked [default: {DEFAULT_YARD}, or in a forest whose / is not listed, "
+                   "the same name in a listed tmpfs]")
 @click.option("--kernel", callback=_kernel_option, metavar="X.Y", help="plan for this kernel (default: the running one)")
 @click.option("-o", "--output", metavar="FILE", help="write the plan here instead of standard output")
-def plan(dump_path: str, targets: tuple[str, ...], fmt: str, yard: str, kernel: tuple[int, int], output: str | None) -> None:
+def plan(dump_path: str, targets: tuple[str, ...], fmt: str, yard: str | None, kernel: tuple[int, int], output: str | None) -> None:
     """An ordered move-aside plan that reaches every target and restores the tree."""
     dump = load(dump_path, targets)
     result = make_plan(_tree(dump), dump.targets, yard=yard, kernel=kernel, locked=dump.locked_mounts)
@@ -158,7 +159,7 @@ def check(dump_path: str, plan_path: str, targets: tuple[str, ...]) -> None:
 @click.argument("dump_path", metavar="DUMP")
 @click.option("--target", "targets", multiple=True, metavar="MOUNT:PATH[:KIND]", help=TARGET_HELP)
 @click.option("--plan", "plan_path", metavar="PLAN", help="run this plan instead of planning afresh")
-@click.option("--yard", callback=_yard_option, help=f"where covering mounts are parked [default: {DEFAULT_YARD}]")
+@click.option("--yard", callback=_yard_option, help="where covering mounts are parked (as plan's --yard)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON (also when it stops early)")
 def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: str | None, as_json: bool) -> None:
     """Build a replica in a throwaway namespace, run the plan, verify with the kernel."""
@@ -176,7 +177,7 @@ def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: s
             if problems:
                 raise PlanRejected(problems)
         else:
-            plan = make_plan(tree, dump.targets, yard=yard or DEFAULT_YARD, kernel=_running_kernel(), locked=dump.locked_mounts)
+            plan = make_plan(tree, dump.targets, yard=yard, kernel=_running_kernel(), locked=dump.locked_mounts)
             steps = list(plan.steps)
         report: dict[str, Any] = execute.execute(
             list(dump.mounts), list(dump.targets), [s.as_json() for s in steps], file_mounts=dump.file_mounts

@@ -955,6 +955,13 @@ def run_plan(
         "unrestored": unrestored,
         "created_mounts": list(ex.created.values()),
     }
+    tree = replica.tree
+    if tree.stand_in is not None:
+        # A forest: what the table does not list is one private tmpfs at / in the replica.
+        report["stand_in"] = {
+            "tops": [top.mount_id for top in tree.tops],
+            "unlisted_parents": sorted(set(tree.unlisted_parent.values())),
+        }
     return report, ex
 
 
@@ -1042,4 +1049,12 @@ def report_text(report: Mapping[str, Any]) -> str:
             lines.append(f"  stand-in: {t['stand_in']}")
     lines.append("tree identical" if report["tree_identical"] else "TREE CHANGED: " + "; ".join(report["tree_diff"]))
     lines.append("yard empty" if report["yard_empty"] else "YARD NOT EMPTY")
+    stand_in = report.get("stand_in")
+    if stand_in:
+        unlisted = stand_in["unlisted_parents"]
+        lines.append(
+            f"a forest: mounts {', '.join(map(str, stand_in['tops']))} hang from "
+            f"{'mount' if len(unlisted) == 1 else 'mounts'} {', '.join(map(str, unlisted))}, not in the table; "
+            "the replica hangs them from one private tmpfs at / standing in for it"
+        )
     return "\n".join(lines) + "\n"

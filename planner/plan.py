@@ -86,28 +86,57 @@ class _Planner:
         self.steps.append(step)
 
     def check_yard(self) -> None:
-        """The yard must not cover anything the plan needs, nor ride in a mount that moves
-        (a move into itself is ELOOP)."""
+        problem = self.yard_problem(self.yard)
+        if problem:
+            raise PlanRefused(problem)
+
+    def yard_problem(self, yard: str) -> str | None:
+        """Why `yard` cannot be the yard: it must not cover anything the plan needs, nor ride in a
+        mount that moves (a move into itself is ELOOP)."""
         for finding in self.analysis.targets:
             target = finding.target
             for path in (target.path, target.to):
-                if path is not None and is_under(path, self.yard):
-                    raise PlanRefused(f"yard {self.yard} would cover {path} of target {target.id}; choose another --yard")
+                if path is not None and is_under(path, yard):
+                    return f"yard {yard} would cover {path} of target {target.id}; choose another --yard"
         for below in self.tree.mounts:
-            if is_under(below.mountpoint, self.yard):
-                raise PlanRefused(f"yard {self.yard} would cover mount {below.mount_id} at {below.mountpoint}; choose another --yard")
+            if is_under(below.mountpoint, yard):
+                return f"yard {yard} would cover mount {below.mount_id} at {below.mountpoint}; choose another --yard"
         ns = self.session.ns
-        chain = ns.chain(ns.walk(self.yard).mount) or []
+        chain = ns.chain(ns.walk(yard).mount) or []
         for mount in chain:
             needers = self.needed_by.get(mount)
             if needers:
-                raise PlanRefused(
-                    f"yard {self.yard} would lie in mount {mount}, which must move for {needers[0]}; "
+                return (
+                    f"yard {yard} would lie in mount {mount}, which must move for {needers[0]}; "
                     "choose --yard on a mount that stays in place"
                 )
+        return None
+
+    def forest_yard(self) -> str:
+        """The default yard, or in a forest whose / the table does not list, /.overmount-yard in
+        the shallowest listed tmpfs that stays in place (private ones first: no bracket needed)."""
+        ns = self.session.ns
+        if self.tree.stand_in is None or ns.walk(DEFAULT_YARD).mount != self.tree.stand_in:
+            return DEFAULT_YARD
+        for shared in (False, True):
+            for mount in self.tree.top_down[1:]:
+                if mount.fstype != "tmpfs" or (mount.shared is not None) != shared:
+                    continue
+                yard = join(mount.mountpoint, DEFAULT_YARD)
+                if ns.walk(yard).mount == mount.mount_id and self.yard_problem(yard) is None:
+                    return yard
+        return DEFAULT_YARD  # refused, with the reason, if a move needs it
 
     def slot(self) -> str:
         if not self.yard_made:
+            landing = self.session.ns.walk(self.yard).mount
+            if landing == self.tree.stand_in:
+                unlisted = sorted(set(self.tree.unlisted_parent.values()))
+                which = f"mount {unlisted[0]}" if len(unlisted) == 1 else "a mount"
+                raise PlanRefused(
+                    f"yard {self.yard} would lie in {which} the table does not list: whether it is shared (then the "
+                    "yard would propagate to its peers) is unknown; choose --yard in a listed mount"
+                )
             self.emit(Step("yard-create", path=self.yard, why="a private place to park covering mounts"))
             self.yard_made = True
         self.slots += 1
@@ -141,6 +170,12 @@ class _Planner:
         parent = ns.parent[mount]
         assert parent is not None
         target = finding.target
+        if parent == self.tree.stand_in:
+            raise PlanRefused(
+                f"target {target.id}: mount {mount} at {path} must move, and its parent, mount "
+                f"{self.tree.unlisted_parent[mount]}, is not in the table: the kernel refuses the move if that "
+                "mount is shared, and nothing here says whether it is"
+            )
         if ns.group[parent] is not None:
             self.keep_group(parent, mount, target)
         needers = self.needed_by.get(covering, [target.id])
@@ -283,11 +318,14 @@ def target_order(analysis: Analysis) -> list[TargetFinding]:
 def make_plan(
     tree: MountTree,
     targets: list[Target] | tuple[Target, ...],
-    yard: str = DEFAULT_YARD,
+    yard: str | None = None,
     kernel: tuple[int, int] = (6, 18),
     locked: frozenset[int] = frozenset(),
 ) -> Plan:
     """The plan for `targets`, or PlanRefused saying why none the kernel would accept exists.
+
+    yard: where covering mounts are parked; None for DEFAULT_YARD (in a forest whose / is not
+    listed, a listed tmpfs instead: see _Planner.forest_yard).
 
     kernel: the kernel the plan is for (the CLI passes the running one); locked: mounts locked
     to their parent in a user namespace (the dump's locked_mounts), which no move may take.
@@ -297,18 +335,28 @@ def make_plan(
 
 
 def _make_plan(
-    tree: MountTree, targets: list[Target] | tuple[Target, ...], yard: str, kernel: tuple[int, int], locked: frozenset[int]
+    tree: MountTree, targets: list[Target] | tuple[Target, ...], yard: str | None, kernel: tuple[int, int], locked: frozenset[int]
 ) -> Plan:
-    if not is_clean(yard) or yard == "/":
+    if yard is not None and (not is_clean(yard) or yard == "/"):
         raise PlanRefused(f"yard {yard!r} must be an absolute clean path below /")
     analysis = analyze(tree, targets)
-    planner = _Planner(tree, analysis, yard, kernel, locked)
+    for finding in analysis.targets:
+        if finding.unlisted:  # a forest whose trees' places relative to each other are unknown
+            unlisted, top = finding.unlisted[0]
+            raise PlanRefused(
+                f"target {finding.target.id}: reaching {finding.target.path} depends on mount {unlisted}, which the "
+                f"table does not list (mount {top.mount_id} at {top.mountpoint} hangs from it; whether that lies "
+                "over the path or under it is unknown)"
+            )
+    planner = _Planner(tree, analysis, yard or DEFAULT_YARD, kernel, locked)
+    if yard is None:
+        planner.yard = planner.forest_yard()
     before = planner.session.ns.shape()
     planner.check_yard()
     for finding in target_order(analysis):
         planner.reach(finding)
     planner.finish()
-    plan = Plan(yard, tuple(planner.steps), analysis.lower_bound, analysis.naive_moves)
+    plan = Plan(planner.yard, tuple(planner.steps), analysis.lower_bound, analysis.naive_moves)
     # Every step already went through check's apply_step as it was emitted (emit()), so what
     # check_plan would add is its verdict on the end state; running all steps again would only
     # repeat the same simulation.

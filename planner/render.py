@@ -25,12 +25,23 @@ def propagation(mount: Mount) -> str:
 def analysis_json(analysis: Analysis) -> dict[str, object]:
     tree = analysis.tree
     covers = analysis.mount_covers
+    unlisted = analysis.mount_unlisted
+
+    def forest(depends_on: set[int]) -> dict[str, object]:
+        """In a forest only: the unlisted mounts a mount's or target's reach depends on."""
+        return {} if tree.stand_in is None else {"depends_on_unlisted": sorted(depends_on)}
+
     return {
         "source": tree.source,
+        # In a forest (a chrooted process's table, a filtered table): each top and the mount the
+        # table names as its parent but does not list. null for one tree.
+        "forest": None if tree.stand_in is None else [
+            {"top": top.mount_id, "unlisted_parent": tree.unlisted_parent[top.mount_id]} for top in tree.tops
+        ],
         "mounts": [
             {
                 "id": m.mount_id,
-                "parent": m.parent_id,
+                "parent": tree.unlisted_parent.get(m.mount_id, m.parent_id),
                 "mountpoint": m.mountpoint,
                 "root": m.root,
                 "dev": m.dev,
@@ -39,8 +50,10 @@ def analysis_json(analysis: Analysis) -> dict[str, object]:
                 "propagation": propagation(m),
                 "hidden": m.mount_id in covers,
                 "covered_by": [c.mount for c in covers.get(m.mount_id, ())],
+                **forest({u for u, _ in unlisted.get(m.mount_id, ())}),
             }
             for m in tree.top_down
+            if m.mount_id != tree.stand_in
         ],
         "hidden_mounts": analysis.hidden_mounts,
         "targets": [
@@ -49,6 +62,7 @@ def analysis_json(analysis: Analysis) -> dict[str, object]:
                 "hidden": f.hidden,
                 "covered_by": [c.mount for c in f.covers],
                 "must_move": list(f.movers),
+                **forest({u for u, _ in f.unlisted}),
             }
             for f in analysis.targets
         ],
@@ -64,13 +78,16 @@ def analysis_text(analysis: Analysis) -> str:
     for finding in analysis.targets:
         t = finding.target
         state = f"HIDDEN, covered by {_ids(c.mount for c in finding.covers)}" if finding.hidden else "reachable"
+        if finding.unlisted:
+            state = _unknown(finding.unlisted)
         to = f" -> {_printable(t.to)}" if t.to else ""
         what = ", ".join(x for x in (t.file_type, t.access, t.rdev) if x is not None)
         kind = f"{t.kind} ({what})" if what else t.kind
         by_mount.setdefault(t.mount, []).append(f"* target {_printable(t.id)} {kind} {_printable(t.path)}{to}  [{state}]")
     rows: list[tuple[str, Mount]] = []
 
-    stack: list[tuple[Mount, str, str]] = [(tree.root, "", "")]
+    # A forest prints as findmnt prints one: each top at the left margin, no stand-in line.
+    stack: list[tuple[Mount, str, str]] = [(top, "", "") for top in reversed(tree.tops)]
     while stack:  # iterative, so deep trees do not hit the recursion limit
         mount, lead, branch = stack.pop()
         rows.append((lead + branch, mount))
@@ -83,6 +100,8 @@ def analysis_text(analysis: Analysis) -> str:
     for lead, mount in rows:
         covers = analysis.mount_covers.get(mount.mount_id)
         status = f"HIDDEN, covered by {_ids(c.mount for c in covers)}" if covers else ""
+        if mount.mount_id in analysis.mount_unlisted:
+            status = _unknown(analysis.mount_unlisted[mount.mount_id])
         name = lead + _printable(mount.mountpoint) + (" (root deleted)" if mount.deleted else "")
         lines.append(
             f"{name:<{width}}  {mount.mount_id:>5}  {_printable(mount.fstype):<10} {_printable(mount.source) or '-':<14} {propagation(mount):<16} {status}".rstrip()
@@ -97,7 +116,21 @@ def analysis_text(analysis: Analysis) -> str:
         f"{hidden_targets} hidden; mounts that must move: {analysis.lower_bound} (lower bound), "
         f"{analysis.naive_moves} if each target moved its own"
     )
+    if tree.stand_in is not None:
+        unlisted = sorted(set(tree.unlisted_parent.values()))
+        many = len(tree.tops) > 1
+        lines.append(
+            f"a forest: {len(tree.tops)} {'trees, whose tops hang' if many else 'tree, whose top hangs'} from "
+            f"mount{'s' if len(unlisted) > 1 else ''} {_ids(unlisted)}, not in the table"
+        )
     return "\n".join(lines) + "\n"
+
+
+def _unknown(unlisted: object) -> str:
+    pairs = list(unlisted)  # type: ignore[call-overload]
+    return "UNKNOWN, depends on " + "; ".join(
+        f"mount {u} (not listed; it holds {top.mount_id} at {_printable(top.mountpoint)})" for u, top in pairs[:3]
+    )
 
 
 def _ids(ids: object) -> str:

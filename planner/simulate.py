@@ -63,8 +63,8 @@ def _start_of(tree: MountTree) -> _Start:
         start = _starts[tree] = _Start(
             parents,
             rels,
-            {m.mount_id: m.shared for m in tree.mounts},
-            {m.mount_id: m.master for m in tree.mounts},
+            {m.mount_id: m.shared for m in tree.top_down},  # top_down: a forest's stand-in too
+            {m.mount_id: m.master for m in tree.top_down},
             children,
         )
     return start

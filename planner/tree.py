@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -23,6 +24,16 @@ class MountTree:
     listing order. Modern kernels stack instead: the upper mount's parent is the
     lower one, same mountpoint (and a tucked propagated copy becomes the parent of
     the mount that was there).
+
+    A table need not be one tree. /proc/PID/mountinfo of a process chrooted into a
+    plain directory lists only the mounts below its root, relative to it; filtered
+    tables and excerpts look the same. Their *tops* (mounts whose parent is not
+    listed) then hang from a stand-in `root`: a mount at / with id `stand_in` (no id of
+    the table) standing for what the table does not list, each top at its own
+    mountpoint with its parent id rewritten to the stand-in; `unlisted_parent` keeps
+    the id the table named. Tops hanging from one unlisted mount are siblings on it;
+    how tops of different unlisted mounts lie relative to each other is unknown
+    (`unlisted_on` says where that matters). A table whose one top is at / is a plain tree.
     """
 
     def __init__(self, mounts: Iterable[Mount], source: str = "<dump>") -> None:
@@ -42,21 +53,19 @@ class MountTree:
             self.order[mount.mount_id] = index
         if not self.mounts:
             raise DumpError(source, None, "empty mount table")
-        roots = [m for m in self.mounts if m.parent_id not in self.by_id or m.parent_id == m.mount_id]
-        if len(roots) != 1:
-            if not roots:
-                raise DumpError(source, self.mounts[0].line_no, "no root mount: every parent id is in the table (a cycle)")
-            raise DumpError(
-                source,
-                roots[1].line_no,
-                f"two root mounts ({roots[0].mount_id} and {roots[1].mount_id}): "
-                + (f"mount {roots[1].mount_id} is its own parent" if roots[1].parent_id == roots[1].mount_id
-                   else f"parent {roots[1].parent_id} is not in the table"),
-            )
-        self.root = roots[0]
-        if self.root.mountpoint != "/":
-            # mountinfo shows paths from the process's root, so the root mount is always at /.
-            raise DumpError(source, self.root.line_no, f"root mount {self.root.mount_id} is at {self.root.mountpoint}, not /")
+        tops = [m for m in self.mounts if m.parent_id not in self.by_id or m.parent_id == m.mount_id]
+        for top in tops:
+            if top.parent_id == top.mount_id and top.mountpoint != "/":
+                # The kernel prints a mount as its own parent only for the namespace's root mount.
+                raise DumpError(source, top.line_no, f"mount {top.mount_id} is its own parent, which only a root mount at / can be")
+        if not tops:
+            raise DumpError(source, self.mounts[0].line_no, "no root mount: every parent id is in the table (a cycle)")
+        self.stand_in: int | None = None
+        self.unlisted_parent: dict[int, int] = {}  # top -> the parent id the table names (not listed)
+        if len(tops) == 1 and tops[0].mountpoint == "/":
+            self.root = tops[0]
+        else:
+            self._plant_forest(tops)
         # Ids in tuples, not Mounts in lists: the GC stops tracking a tuple of ints, and on a
         # 1e5-mount host a list per place cost more in collections than the build itself.
         self.children_at: dict[tuple[int, str], tuple[int, ...]] = {}
@@ -82,6 +91,57 @@ class MountTree:
             self.children_at[place] = tuple(reversed(ids))  # bottom first: the earliest listed is on top
         self.top_down = self._parents_first()
 
+    def _plant_forest(self, tops: list[Mount]) -> None:
+        stand_in = 0 if 0 not in self.by_id else max(self.by_id) + 1
+        self.stand_in = stand_in
+        # 0:0 is no device the kernel hands out (anonymous minors start at 1).
+        self.root = Mount(stand_in, stand_in, 0, 0, "/", "/", "rw", (), "none", "(not listed)", "rw")
+        self.by_id[stand_in] = self.root
+        index = {id(m): i for i, m in enumerate(self.mounts)}
+        for top in tops:
+            self.unlisted_parent[top.mount_id] = top.parent_id
+            on_stand_in = dataclasses.replace(top, parent_id=stand_in)
+            self.mounts[index[id(top)]] = self.by_id[top.mount_id] = on_stand_in
+
+    @property
+    def tops(self) -> list[Mount]:
+        """The mounts whose parent the table does not list: the forest's trees (the root, in one tree)."""
+        if self.stand_in is None:
+            return [self.root]
+        return self.children.get(self.stand_in, [])
+
+    def listed(self, mount_id: int) -> bool:
+        """A mount of the table (not the stand-in for what it does not list)."""
+        return mount_id in self.by_id and mount_id != self.stand_in
+
+    def top_of(self, mount_id: int) -> Mount:
+        """The top of the tree `mount_id` belongs to."""
+        mount = self.by_id[mount_id]
+        if self.stand_in is None:
+            return self.root
+        while mount.parent_id != self.stand_in and mount is not self.root:
+            mount = self.by_id[mount.parent_id]
+        return mount
+
+    def unlisted_on(self, path: str, home: int) -> list[tuple[int, Mount]]:
+        """(unlisted mount, top hanging from it) for each top on `path` (at it or at a prefix of it)
+        that hangs from another unlisted mount than `home`'s top: whether it lies over the path or
+        under it depends on mounts the table does not list. Empty in a plain tree."""
+        if self.stand_in is None:
+            return []
+        own = self.unlisted_parent.get(self.top_of(home).mount_id)
+        found = []
+        parts = [p for p in path.split("/") if p]
+        prefix = "/"
+        for depth in range(len(parts) + 1):
+            if depth:
+                prefix = prefix.rstrip("/") + "/" + parts[depth - 1]
+            for top_id in self.children_at.get((self.stand_in, prefix), ()):
+                unlisted = self.unlisted_parent[top_id]
+                if unlisted != own:
+                    found.append((unlisted, self.by_id[top_id]))
+        return found
+
     def _parents_first(self) -> list[Mount]:
         ordered = [self.root]
         index = 0
@@ -90,7 +150,7 @@ class MountTree:
             # on a big host that is most mounts, and each list is one more object for the GC to scan.
             ordered.extend(self.children.get(ordered[index].mount_id, ()))
             index += 1
-        if len(ordered) != len(self.mounts):
+        if len(ordered) != len(self.by_id):
             reached = {m.mount_id for m in ordered}
             stray = next(m for m in self.mounts if m.mount_id not in reached)
             raise DumpError(self.source, stray.line_no, f"mount {stray.mount_id} is in a parent cycle, unreachable from the root")

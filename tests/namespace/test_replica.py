@@ -93,7 +93,17 @@ def test_legacy_shadow_siblings_are_refused() -> None:
         kernel.run_in_namespace(build_replica, mounts)
 
 
-def test_a_dump_without_a_single_root_is_refused() -> None:
-    mounts = parse("2 1 0:60 / /a rw - tmpfs a rw\n3 1 0:61 / /b rw - tmpfs b rw\n")
-    with pytest.raises(ReplicaError, match="one well-formed tree: two root mounts"):
-        kernel.run_in_namespace(build_replica, mounts)
+def test_a_forest_is_built_on_a_stand_in_root() -> None:
+    """Two tops whose parent 1 is not listed (a chrooted process's table): they hang from a private
+    tmpfs standing in for mount 1, and the built tree equals the dump, stand-in included."""
+    mounts = parse("2 1 0:60 / /a rw - tmpfs a rw\n3 1 0:61 / /b rw shared:7 - tmpfs b rw\n4 3 0:62 / /b/c rw - tmpfs c rw\n")
+
+    def inside() -> tuple[list[str], dict[str, object], list[str]]:
+        replica = build_replica(mounts)
+        table = replica.live_table()
+        return replica.expected.diff(replica.snapshot()), replica.snapshot().as_json(), [m.mountpoint for m in table]
+
+    diff, shape, mountpoints = kernel.run_in_namespace(inside)
+    assert diff == []
+    assert shape["mounts"]["2"]["parent"] == 0 and shape["mounts"]["3"]["parent"] == 0  # type: ignore[index]
+    assert sorted(mountpoints) == ["/", "/a", "/b", "/b/c"]

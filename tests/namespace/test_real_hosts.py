@@ -1,0 +1,170 @@
+"""Real hosts: a process chrooted into a plain directory, and an unprivileged capture of oneself.
+
+Every process here is one this test started; each is ended by its pid.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from planner.capture import capture_pid
+from planner.mountinfo import parse
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.namespace
+
+# In a private mount namespace of its own: BASE/jail is a plain directory (of whatever mount holds
+# BASE); tmpfs "lower" on jail/srv holds what the process uses, then it chroots into jail and a
+# tmpfs "upper" covers /srv/d. Its mountinfo lists only what lies below its root: a forest.
+CHROOTED = textwrap.dedent(
+    """
+    import ctypes, mmap, os, socket, sys, time
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(ret, what):
+        if ret != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    base, ready_fd = sys.argv[1], int(sys.argv[2])
+    check(libc.unshare(0x20000), "unshare CLONE_NEWNS")
+    check(libc.mount(None, b"/", None, 0x4000 | (1 << 18), None), "make / rprivate")
+    jail = base + "/jail"
+    os.makedirs(jail + "/srv")
+    check(libc.mount(b"lower", (jail + "/srv").encode(), b"tmpfs", 0, b"size=1m"), "mount lower")
+    os.chroot(jail)
+    os.makedirs("/srv/d/cwd")
+    with open("/srv/d/file", "w") as f:
+        f.write("hidden")
+    with open("/in-root.txt", "w") as f:
+        f.write("in the chroot's own directory, in a mount it does not list")
+    held = [open("/srv/d/file"), open("/in-root.txt")]
+    os.chdir("/srv/d/cwd")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind("/srv/d/sock")
+    sock.listen()
+    with open("/srv/d/mapped", "w+b") as f:
+        f.write(b"m" * 4096)
+        f.flush()
+        mapping = mmap.mmap(f.fileno(), 4096)
+    check(libc.mount(b"upper", b"/srv/d", b"tmpfs", 0, b"size=1m"), "mount upper")
+    os.write(ready_fd, b"ready\\n")
+    os.close(ready_fd)
+    while True:
+        time.sleep(60)
+    """
+)
+
+
+@pytest.fixture
+def chrooted_child(tmp_path: Path) -> Iterator[int]:
+    read_end, write_end = os.pipe()
+    child = subprocess.Popen([sys.executable, "-c", CHROOTED, str(tmp_path), str(write_end)],
+                             pass_fds=(write_end,), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as ready:
+            if ready.readline() != b"ready\n":
+                child.wait(timeout=10)
+                pytest.fail(f"child did not get ready: {child.stderr.read().decode() if child.stderr else ''}")
+        yield child.pid
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+        if child.stderr:
+            child.stderr.close()
+
+
+def overmount(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "planner", *args], capture_output=True, text=True, cwd=REPO, check=False)
+
+
+def test_a_chrooted_process_is_captured_planned_and_run(chrooted_child: int, tmp_path: Path) -> None:
+    pid = chrooted_child
+    with open(f"/proc/{pid}/mountinfo", encoding="utf-8") as handle:
+        table = parse(handle.read())
+    # What the kernel wrote: two mounts, the top at /srv, whose parent is not listed.
+    by_point = {m.mountpoint: m for m in table}
+    assert sorted(by_point) == ["/srv", "/srv/d"]
+    lower, upper = by_point["/srv"], by_point["/srv/d"]
+    assert lower.parent_id not in {m.mount_id for m in table} and upper.parent_id == lower.mount_id
+
+    dump_file = tmp_path / "dump.json"
+    captured = overmount("capture", "--pid", str(pid), "-o", str(dump_file))
+    assert captured.returncode == 0, captured.stderr
+    dump = json.loads(dump_file.read_text())
+    targets = {t["path"]: t for t in dump["targets"]}
+    for path, kind in {"/srv/d/file": "open", "/srv/d/cwd": "chdir", "/srv/d/sock": "bind", "/srv/d/mapped": "mmap"}.items():
+        assert (targets[path]["kind"], targets[path]["mount"]) == (kind, lower.mount_id), dump
+    [in_root] = [s for s in dump["skipped"] if s["path"] == "/in-root.txt"]
+    assert in_root["mount"] == lower.parent_id
+    assert "holds the process's root directory but is not in its mountinfo" in in_root["reason"]
+
+    analyzed = overmount("analyze", str(dump_file))
+    assert analyzed.returncode == 0, analyzed.stderr
+    assert analyzed.stdout.splitlines()[-1] == f"a forest: 1 tree, whose top hangs from mount {lower.parent_id}, not in the table"
+    plan_file = tmp_path / "plan.json"
+    planned = overmount("plan", str(dump_file), "--format", "json", "-o", str(plan_file))
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(plan_file.read_text())
+    assert plan["yard"] == "/srv/.overmount-yard" and plan["moves"] == 1
+    ran = overmount("run", str(dump_file), "--plan", str(plan_file), "--json")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    report = json.loads(ran.stdout)
+    assert report["ok"] and report["tree_identical"] and report["yard_empty"]
+    assert report["stand_in"] == {"tops": [lower.mount_id], "unlisted_parents": [lower.parent_id]}
+    by_id = {t["id"]: t for t in report["targets"]}
+    for target in targets.values():
+        if target["path"].startswith("/srv/d/"):
+            assert by_id[target["id"]]["ok"] and by_id[target["id"]]["got_mount"] == lower.mount_id
+
+
+def test_an_unprivileged_capture_of_oneself_skips_what_it_cannot_read() -> None:
+    """As uid 65534, a process captures itself: map_files does not read without CAP_CHECKPOINT_RESTORE,
+    so each mapped file is skipped once, with why, and the rest is captured."""
+    capture_pid(os.getpid())  # as root first: pyroute2 and friends are imported while they can be
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, capture ourselves, report through the pipe
+        code = 0
+        try:
+            os.close(read_end)
+            with open(__file__, "rb") as source:
+                held = mmap.mmap(source.fileno(), 0, prot=mmap.PROT_READ)  # a file mapping of our own
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            result: dict[str, Any] = {"dump": capture_pid(os.getpid()), "uid": os.getuid()}
+            held.close()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+            code = 1
+        finally:
+            os.write(write_end, json.dumps(result).encode())
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        result = json.loads(pipe.read())
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, result
+    assert result["uid"] == 65534
+    dump = result["dump"]
+    mapped = [s for s in dump["skipped"] if s["kind"] == "mmap"]
+    assert mapped and all("Operation not permitted" in s["reason"] and "CAP_CHECKPOINT_RESTORE" in s["reason"]
+                          for s in mapped)
+    this_file = [s for s in mapped if s["path"] == os.path.realpath(__file__)]
+    assert len(this_file) == 1  # skipped once, not once per mapping
+    assert len({s["path"] for s in mapped}) == len(mapped)
+    assert any(t["kind"] == "open" for t in dump["targets"])  # its fds still read
