@@ -409,10 +409,10 @@ def _mappings(cap: _Capture) -> None:
             named = maps.get(name)
             if (named or name) not in denied:
                 denied.add(named or name)
-                why = f"cannot read {link}: {exc.strerror or exc}"
+                reason = f"cannot read {link}: {exc.strerror or exc}"
                 if exc.errno == errno.EPERM:
-                    why += " (map_files needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; maps has no mount id)"
-                cap.skip("map-" + name.split("-")[0], "mmap", named, None, why)
+                    reason += " (map_files needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; maps has no mount id)"
+                cap.skip("map-" + name.split("-")[0], "mmap", named, None, reason)
             continue
         try:
             st = os.fstat(fd)
