@@ -40,7 +40,6 @@ child, which also checks that its mount namespace is not its parent's.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import resource
 import struct
@@ -71,7 +70,7 @@ FLOOR_SYSCALLS: dict[str, tuple[str, ...]] = {
     "move-back": ("move_mount",),
 }
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _AT_FDCWD = ctypes.c_int(kernel.AT_FDCWD)
 _NO_FLAGS = ctypes.c_uint(0)

@@ -12,7 +12,6 @@ namespace is never touched.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno as errno_mod
 import os
 import pickle
@@ -95,7 +94,10 @@ SYS_MOUNT_SETATTR = 442
 
 PROPAGATION_FLAGS = MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# By soname: ctypes.util.find_library forks ldconfig (or, without it, gcc and ld found on PATH),
+# which would run programs from the caller's PATH in the caller's namespace at import time.
+LIBC = "libc.so.6"
+_libc = ctypes.CDLL(LIBC, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _libc.mount.argtypes = [
     ctypes.c_char_p,
