@@ -7,7 +7,6 @@ interrupted (Ctrl-C).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ from planner.analysis import analyze
 from planner.check import check_plan
 from planner.dump import Dump, decode, json_element_lines, key_line, load, load_json, read_input
 from planner.errors import DumpError, PlannerError, PlanRejected
+from planner.output import write_output
 from planner.paths import is_clean
 from planner.plan import DEFAULT_YARD, make_plan
 from planner.steps import FORMAT, Step, step_from_json
@@ -34,20 +34,8 @@ def _tree(dump: Dump) -> MountTree:
 
 
 def _emit(text: str, output: str | None) -> None:
-    if output is None or output == "-":
-        click.echo(text, nl=False)
-        return
-    if os.path.isdir(output):
-        raise DumpError(output, None, "cannot write: it is a directory")
-    tmp = output + ".tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, output)  # never a half-written plan
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise DumpError(output, None, f"cannot write: {err.strerror}") from None
+    # surrogateescape: a path the dump holds as undecodable bytes goes out as those bytes.
+    write_output(output, text.encode("utf-8", "surrogateescape"))
 
 
 def _running_kernel() -> tuple[int, int]:
