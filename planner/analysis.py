@@ -7,7 +7,7 @@ from functools import cached_property
 
 from planner.errors import TargetError
 from planner.mountinfo import Mount
-from planner.paths import is_clean, is_under, prefixes
+from planner.paths import is_clean, is_under, prefixes, unusable
 from planner.targets import KINDS, Target
 from planner.tree import MountTree
 
@@ -157,6 +157,10 @@ def validate_target(tree: MountTree, target: Target) -> None:
         raise TargetError(target.origin or tree.source, target.line_no, f"target {target.id}: path {target.path} is not under mount {target.mount}'s mountpoint {mountpoint}")
     if target.kind == "mount-source" and (target.to is None or not is_clean(target.to)):
         raise TargetError(target.origin or tree.source, target.line_no, f"target {target.id}: mount-source needs an absolute clean 'to' path")
+    for what, path in (("path", target.path), ("to", target.to)):
+        problem = unusable(path) if path is not None else None
+        if problem is not None:
+            raise TargetError(target.origin or tree.source, target.line_no, f"target {target.id}: {what} {problem}")
 
 
 def analyze(tree: MountTree, targets: list[Target] | tuple[Target, ...] = ()) -> Analysis:

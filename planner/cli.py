@@ -7,6 +7,7 @@ interrupted (Ctrl-C).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -19,9 +20,9 @@ from planner import render
 from planner.analysis import analyze
 from planner.check import check_plan
 from planner.dump import Dump, decode, json_element_lines, key_line, load, load_json, read_input
-from planner.errors import DumpError, PlannerError, PlanRejected
+from planner.errors import DumpError, InputError, PlannerError, PlanRejected
 from planner.output import write_output
-from planner.paths import is_clean
+from planner.paths import is_clean, unusable
 from planner.plan import DEFAULT_YARD, make_plan
 from planner.steps import FORMAT, Step, step_from_json
 from planner.tree import MountTree
@@ -56,6 +57,9 @@ def _kernel_option(_ctx: click.Context, _param: click.Parameter, value: str | No
 def _yard_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     if value is not None and (not is_clean(value) or value == "/"):
         raise click.BadParameter(f"{value!r} must be an absolute path below /, with no '.', '..' or empty parts")
+    problem = unusable(value) if value is not None else None
+    if problem is not None:
+        raise click.BadParameter(f"the path {problem}")
     return value
 
 
@@ -157,23 +161,18 @@ def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: s
         raise click.UsageError("--yard plans afresh; a --plan brings its own yard")
     dump = load(dump_path, targets)
     tree = _tree(dump)
-    try:
-        if plan_path is not None:
-            steps = load_plan(plan_path)
-            analyze(tree, dump.targets)
-            problems = check_plan(tree, dump.targets, steps, dump.locked_mounts)
-            if problems:
-                raise PlanRejected(problems)
-        else:
-            plan = make_plan(tree, dump.targets, yard=yard, kernel=_running_kernel(), locked=dump.locked_mounts)
-            steps = list(plan.steps)
-        report: dict[str, Any] = execute.execute(
-            list(dump.mounts), list(dump.targets), [s.as_json() for s in steps], file_mounts=dump.file_mounts
-        )
-    except PlannerError as err:
-        if as_json and err.exit_status == 1:  # a script reading --json still gets an answer
-            click.echo(json.dumps({"ok": False, "error": str(err), "steps_run": 0}, indent=2))
-        raise
+    if plan_path is not None:
+        steps = load_plan(plan_path)
+        analyze(tree, dump.targets)
+        problems = check_plan(tree, dump.targets, steps, dump.locked_mounts)
+        if problems:
+            raise PlanRejected(problems)
+    else:
+        plan = make_plan(tree, dump.targets, yard=yard, kernel=_running_kernel(), locked=dump.locked_mounts)
+        steps = list(plan.steps)
+    report: dict[str, Any] = execute.execute(
+        list(dump.mounts), list(dump.targets), [s.as_json() for s in steps], file_mounts=dump.file_mounts
+    )
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -202,6 +201,7 @@ def _interrupted(_signum: int, _frame: object) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, _interrupted)
+    json_errors = _wants_json(sys.argv[1:])
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as done:
@@ -209,22 +209,38 @@ def main() -> None:
     except click.UsageError as err:
         # One line, like every other bad input (click's own three lines add nothing a script reads).
         where = f"{err.ctx.info_name}: " if err.ctx is not None and err.ctx.parent is not None else ""
-        click.echo(f"overmount: {where}{_one_line(err.format_message())} (see --help)", err=True)
-        sys.exit(2)
+        _fail(f"{where}{err.format_message()} (see --help)", 2, json_errors)
     except click.ClickException as err:
-        click.echo(f"overmount: {_one_line(err.format_message())}", err=True)
-        sys.exit(2 if err.exit_code in (1, 2) else err.exit_code)
+        _fail(err.format_message(), 2 if err.exit_code in (1, 2) else err.exit_code, json_errors)
     except (Interrupted, KeyboardInterrupt, click.exceptions.Abort):
         # 128 + SIGINT, as a shell reports a command ended by Ctrl-C; a namespace child was
         # killed and reaped on the way out (kernel.run_in_namespace), so nothing runs on.
-        click.echo("overmount: interrupted", err=True)
-        sys.exit(130)
+        _fail("interrupted", 130, json_errors)
     except PlannerError as err:
-        click.echo(f"overmount: {_one_line(str(err))}", err=True)
-        sys.exit(err.exit_status)
+        _fail(str(err), err.exit_status, json_errors, err)
     except BrokenPipeError:
         sys.exit(1)
 
 
-def _one_line(text: str) -> str:
-    return text.replace("\n", "\\n")
+def _wants_json(args: list[str]) -> bool:
+    """--json (analyze, run) or --format json (plan) on the command line: errors come as JSON too.
+
+    Read from argv, not from click, so that usage errors click raises while parsing get one as well.
+    """
+    if "--json" in args or "--format=json" in args:
+        return True
+    return any(a == "--format" and b == "json" for a, b in itertools.pairwise(args))
+
+
+def _fail(message: str, status: int, json_errors: bool, err: PlannerError | None = None) -> None:
+    """One line on standard error; for a --json caller also an error object on standard output."""
+    line = render.printable(message)
+    if json_errors:
+        answer: dict[str, object] = {"ok": False, "error": line, "exit_status": status}
+        if isinstance(err, InputError):
+            answer.update(source=err.source, line=err.line_no, reason=err.reason)
+        if isinstance(err, PlanRejected):
+            answer["problems"] = err.problems
+        click.echo(json.dumps(answer, indent=2))
+    click.echo(f"overmount: {line}", err=True)
+    sys.exit(status)

@@ -180,7 +180,8 @@ MAGICS = {
     "ids": "IDS",
     "inventory": "INVENTORY",
 }
-_NAME = re.compile(r"^(mountpoints|fdinfo|fs|mm|ids)-(\d+)\.json$")
+# [0-9], not \d: \d also matches digits int() refuses ('²') or that no crit writes ('٣').
+_NAME = re.compile(r"^(mountpoints|fdinfo|fs|mm|ids)-([0-9]{1,18})\.json$")
 
 
 # --- reading crit's JSON --------------------------------------------------------------------
@@ -297,7 +298,7 @@ def _str(image: _Image, index: int, entry: dict[str, Any], key: str, default: st
 def _dev(image: _Image, index: int, entry: dict[str, Any]) -> tuple[int, int]:
     """root_dev: 'major:minor' from --pretty, else the kernel's dev_t (major << 20 | minor)."""
     value = entry.get("root_dev")
-    if isinstance(value, str) and re.fullmatch(r"\d+:\d+", value):
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,18}:[0-9]{1,18}", value):
         major, minor = value.split(":")
         return int(major), int(minor)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
@@ -325,7 +326,7 @@ def _flag_bits(image: _Image, index: int, value: Any, names: dict[str, int], wha
         if part in names:
             bits |= names[part]
             continue
-        if re.fullmatch(r"0[xX][0-9a-fA-F]+|\d+", part):
+        if re.fullmatch(r"0[xX][0-9a-fA-F]{1,16}|[0-9]{1,20}", part):
             bits |= int(part, 0)
         elif not re.fullmatch(r"[A-Z][A-Z0-9_]*", part):
             raise image.fail(index, f"{what}: not a flag name: {part!r}")

@@ -47,6 +47,7 @@ from typing import Any
 from planner import kernel
 from planner.mountinfo import Mount
 from planner.paths import from_root, is_clean
+from planner.render import printable
 from planner.replica import (
     Replica,
     TargetObject,
@@ -1057,4 +1058,5 @@ def report_text(report: Mapping[str, Any]) -> str:
             f"{'mount' if len(unlisted) == 1 else 'mounts'} {', '.join(map(str, unlisted))}, not in the table; "
             "the replica hangs them from one private tmpfs at / standing in for it"
         )
-    return "\n".join(lines) + "\n"
+    # Paths, target ids and kernel messages naming paths come from the dump: no escape sequence passes.
+    return "\n".join(printable(line) for line in lines) + "\n"

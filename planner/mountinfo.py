@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 
 from planner.bulk import collector_paused
 from planner.errors import MountinfoError
+from planner.paths import is_clean, unusable
 
 # The kernel escapes these four bytes in root, mountpoint and source (fs/proc_namespace.c mangle()).
 _MANGLED = {" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}
 # libmount's unmangle(): a backslash and three octal digits; any other backslash is kept as it is.
 _ESCAPE = re.compile(r"\\([0-7]{3})")
+_GROUP_TAGS = ("shared", "master", "propagate_from")  # fs/proc_namespace.c show_mountinfo()
 
 
 @dataclass(frozen=True, slots=True)  # slots: 1e5 of these stay compact and cache-friendly
@@ -47,7 +49,7 @@ class Mount:
     def _tag(self, name: str) -> int | None:
         for opt in self.optional:
             key, _, value = opt.partition(":")
-            if key == name and value.isdigit():
+            if key == name and value.isascii() and value.isdigit():
                 return int(value)
         return None
 
@@ -139,9 +141,21 @@ def parse_line(line: str, source: str = "<mountinfo>", line_no: int = 1) -> Moun
         raise MountinfoError(source, line_no, "empty root field (two spaces after major:minor)")
     if not fields[5]:
         raise MountinfoError(source, line_no, "empty mount options field (two spaces after the mount point)")
+    if not is_clean(mountpoint):
+        # __d_path() of a mounted dentry: no '.', '..', empty components or trailing '/'.
+        raise MountinfoError(source, line_no, f"mount point {_quote(mountpoint)} has '.', '..' or empty components (the kernel never writes them)")
+    root = unescape(fields[3], "root", source, line_no)
+    for what, path in (("mount point", mountpoint), ("root", root)):
+        problem = unusable(path)
+        if problem is not None:
+            raise MountinfoError(source, line_no, f"{what} {_quote(path)} {problem}")
     optional = tuple(fields[6:sep])
-    if any(not opt for opt in optional):
-        raise MountinfoError(source, line_no, "empty optional field (two spaces before ' - ')")
+    for opt in optional:
+        if not opt:
+            raise MountinfoError(source, line_no, "empty optional field (two spaces before ' - ')")
+        tag, colon, value = opt.partition(":")
+        if colon and tag in _GROUP_TAGS and not (value.isascii() and value.isdigit() and len(value) <= 18):
+            raise MountinfoError(source, line_no, f"{tag} is not a peer group number: {_quote(opt)} (the kernel writes a decimal id)")
     if not tail[0]:
         raise MountinfoError(source, line_no, "empty filesystem type")
     return Mount(
@@ -149,7 +163,7 @@ def parse_line(line: str, source: str = "<mountinfo>", line_no: int = 1) -> Moun
         parent_id=parent_id,
         major=major,
         minor=minor,
-        root=unescape(fields[3], "root", source, line_no),
+        root=root,
         mountpoint=mountpoint,
         options=fields[5],
         optional=optional,

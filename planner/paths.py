@@ -13,6 +13,34 @@ def is_clean(path: str) -> bool:
     return not ("//" in path or "/./" in path or "/../" in path or path.endswith(("/", "/.", "/..")))
 
 
+PATH_MAX = 4096  # bytes, with the terminating NUL (include/uapi/linux/limits.h)
+NAME_MAX = 255  # bytes per component
+
+
+def unusable(path: str) -> str | None:
+    """Why no syscall could take `path` as given, or None.
+
+    A str path stands for bytes: UTF-8, with undecodable bytes carried as the surrogates
+    U+DC80..U+DCFF (surrogateescape, as os.fsencode reads them). Any other lone surrogate
+    (JSON's "\\ud800") stands for no byte at all. Past PATH_MAX or NAME_MAX the kernel says
+    ENAMETOOLONG; a NUL would end the C string early.
+    """
+    if len(path) <= NAME_MAX and path.isascii() and "\0" not in path:
+        return None  # the common case, without encoding (mountinfo parsing checks every mount point)
+    try:
+        raw = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as err:
+        return f"holds a lone surrogate {path[err.start]!r} that stands for no byte"
+    if b"\0" in raw:
+        return "holds a NUL byte"
+    if len(raw) >= PATH_MAX:
+        return f"is {len(raw)} bytes long, over PATH_MAX ({PATH_MAX} with its NUL)"
+    longest = max(raw.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        return f"has a {len(longest)}-byte component, over NAME_MAX ({NAME_MAX})"
+    return None
+
+
 def from_root(path: str) -> str:
     """A clean absolute path as the *at() calls take it from a root directory fd."""
     return path.lstrip("/") or "."

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from planner.paths import unusable
+
 FORMAT = "overmount-plan/1"
 
 # Required fields by op, as DESIGN.md's plan contract states them.
@@ -23,6 +25,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "mmap": ("target", "mount", "path"),
     "mount-source": ("target", "mount", "path", "to"),
 }
+PATH_FIELDS = ("path", "from", "to")
 TARGET_OPS = ("open", "chdir", "root", "bind", "mmap", "mount-source")
 MOVE_OPS = ("move-aside", "move-back")
 
@@ -51,8 +54,8 @@ def step_from_json(data: object) -> Step:
     if not isinstance(data, dict):
         raise ValueError("a step must be a JSON object")  # noqa: TRY004 (bad data, not a bad call)
     op = data.get("op")
-    if op not in REQUIRED:
-        raise ValueError(f"unknown op {op!r}")
+    if not isinstance(op, str) or op not in REQUIRED:  # a list here is unhashable: ask isinstance first
+        raise ValueError(f"unknown op {_short(repr(op))}")
     for key in REQUIRED[op]:
         if key not in data:
             raise ValueError(f"{op} needs {key!r}")
@@ -60,6 +63,9 @@ def step_from_json(data: object) -> Step:
         wanted: type = int if key == "mount" else str
         if not isinstance(value, wanted) or isinstance(value, bool):
             raise ValueError(f"{op}: {key!r} must be {'an integer' if wanted is int else 'a string'}")  # noqa: TRY004
+        problem = unusable(value) if key in PATH_FIELDS and isinstance(value, str) else None
+        if problem is not None:
+            raise ValueError(f"{op}: {key!r} {problem}")
     why = data.get("why", "")
     return Step(
         op=op,
@@ -70,3 +76,7 @@ def step_from_json(data: object) -> Step:
         target=data.get("target"),
         why=why if isinstance(why, str) else "",
     )
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -65,8 +65,8 @@ def test_check_rejects_an_edited_plan_with_exit_1(tmp_path) -> None:
 
 def test_shell_rendering_uses_util_linux() -> None:
     text = overmount("plan", SEED, "--format", "shell").stdout.decode()
-    assert "mkdir -p /.overmount-yard/0 && mount --move /sys/fs/cgroup /.overmount-yard/0  # mount 128" in text
-    assert "mount --move /.overmount-yard/0 /sys/fs/cgroup  # mount 128" in text
+    assert "mkdir -m 0700 /.overmount-yard/0\nmount --move /sys/fs/cgroup /.overmount-yard/0; om_made2=1  # mount 128" in text
+    assert "mount --move /.overmount-yard/0 /sys/fs/cgroup; om_made2=0  # mount 128" in text
     assert "# no command: the restoring process does bind(/sys/fs/cgroup/cgmanager/sock) now" in text
 
 
@@ -145,3 +145,58 @@ def test_a_hostile_plan_file_is_exit_2_not_a_traceback(tmp_path) -> None:
     err = out.stderr.decode()
     assert (out.returncode, err.count("\n"), "Traceback" in err) == (2, 1, False)
     assert err.startswith(f"overmount: {tmp_path / 'deep.json'}: not usable JSON")
+
+
+def test_a_plan_step_with_a_list_for_its_op_is_exit_2(tmp_path) -> None:
+    plan = json.loads(overmount("plan", SEED, "--format", "json").stdout)
+    plan["steps"][1]["op"] = ["open"]  # was a TypeError (unhashable list) and a traceback
+    (tmp_path / "p.json").write_text(json.dumps(plan, indent=2))
+    for command in ("check", "run"):
+        args = [command, SEED, str(tmp_path / "p.json")] if command == "check" else [command, SEED, "--plan", str(tmp_path / "p.json")]
+        out = overmount(*args)
+        err = out.stderr.decode()
+        assert (out.returncode, err.count("\n"), "Traceback" in err) == (2, 1, False), err
+        assert "step 1: unknown op ['open']" in err
+
+
+# The review's tracebacks, each also through `run`, which used to get as far as the namespace child.
+RUN_REFUSED = [
+    ("mi-group-id-superscript.txt", "shared is not a peer group number"),
+    ("mi-group-id-5000-digits.txt", "master is not a peer group number"),
+    ("mi-mountpoint-dotdot.txt", "has '.', '..' or empty components"),  # was FileExistsError in the replica
+    ("dump-target-path-lone-surrogate.json", "lone surrogate"),  # was UnicodeEncodeError
+    ("dump-target-path-over-path-max.json", "over PATH_MAX"),  # was ENAMETOOLONG from the namespace
+    ("dump-target-name-over-name-max.json", "over NAME_MAX"),
+]
+
+
+def test_run_refuses_the_reviews_inputs_with_one_line() -> None:
+    for name, fragment in RUN_REFUSED:
+        path = os.path.join("tests", "data", "bad", name)
+        out = overmount("run", path)
+        err = out.stderr.decode()
+        assert (out.returncode, err.count("\n"), "Traceback" in err) == (2, 1, False), (name, err[-500:])
+        assert err.startswith(f"overmount: {path}") and fragment in err, (name, err)
+
+
+def test_json_callers_get_an_error_object_on_stdout() -> None:
+    bad = os.path.join("tests", "data", "bad", "mi-mountpoint-dotdot.txt")
+    for args in (["analyze", bad, "--json"], ["run", bad, "--json"], ["plan", bad, "--format", "json"],
+                 ["plan", bad, "--format=json", "-o", "/nonexistent/never-written"]):
+        out = overmount(*args)
+        assert out.returncode == 2
+        answer = json.loads(out.stdout)
+        assert answer == {
+            "ok": False,
+            "error": f"{bad}:3: mount point '/srv/..' has '.', '..' or empty components (the kernel never writes them)",
+            "exit_status": 2, "source": bad, "line": 3,
+            "reason": "mount point '/srv/..' has '.', '..' or empty components (the kernel never writes them)",
+        }, args
+        assert out.stderr.decode() == f"overmount: {answer['error']}\n"
+    usage = overmount("run", SEED, "--json", "--yard", "relative")  # a usage error click raises while parsing
+    assert usage.returncode == 2 and json.loads(usage.stdout)["exit_status"] == 2
+    refused = overmount("plan", os.path.join(REPO, "scenarios", "16-shared-parent-with-peer.toml"), "--kernel", "5.4",
+                        "--format", "json")
+    answer = json.loads(refused.stdout)
+    assert refused.returncode == 1 and answer["exit_status"] == 1 and "MOVE_MOUNT_SET_GROUP" in answer["error"]
+    assert "error" not in json.loads(overmount("analyze", SEED, "--json").stdout)  # not on success

@@ -6,6 +6,7 @@ temporary directory; the "someone else" of the review is uid 65534, which needs 
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -27,7 +28,8 @@ def plan_to(path: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 
 def assert_refused(done: subprocess.CompletedProcess[str], path: str, fragment: str) -> None:
-    assert (done.returncode, done.stdout, done.stderr.count("\n")) == (2, "", 1), done.stderr
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+    assert json.loads(done.stdout)["error"] == done.stderr[len("overmount: "):-1]  # --format json: the error as JSON
     assert done.stderr.startswith(f"overmount: {path}: cannot write: "), done.stderr
     assert fragment in done.stderr
 

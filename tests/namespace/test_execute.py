@@ -351,3 +351,30 @@ def test_a_file_mount_moves_aside_into_a_file_slot() -> None:
     report = execute(dump, targets, steps)
     assert report["ok"], report
     assert_all_targets_verified(report, targets)
+
+
+def test_the_run_report_escapes_control_characters_from_the_dump(tmp_path) -> None:
+    """`run` on a dump whose paths hold OSC and CSI sequences: reached for real, printed escaped."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.test_hostile_text import DUMP, assert_printable
+
+    dump = tmp_path / "dump.json"
+    dump.write_text(json.dumps(DUMP))
+    done = subprocess.run([sys.executable, "-m", "planner", "run", str(dump)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert_printable(done.stdout)
+    assert "target t\\x1b[2J1 (open): mount 21 (expected 21), inode ok: ok" in done.stdout
+    # a failing step's reason names the path too
+    plan = json.loads(subprocess.run([sys.executable, "-m", "planner", "plan", str(dump), "--format", "json"],
+                                     cwd=REPO, capture_output=True, text=True, check=True).stdout)
+    plan["steps"].insert(2, {"op": "open", "target": "t\x1b[2J1", "mount": 21, "path": "/srv/\x1b]0;owned\x07/f\x1b[2J"})
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    done = subprocess.run([sys.executable, "-m", "planner", "run", str(dump), "--plan", str(tmp_path / "plan.json")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    assert_printable(done.stdout + done.stderr)
