@@ -9,7 +9,7 @@ directory to JSON with crit first; this module never reads the binary .img files
     crit decode --pretty -i pstree.img       -o pstree.json            # which pid is the root task
     crit decode --pretty -i ids-1.img        -o ids-1.json             # its mnt_ns_id / files_id
     crit decode --pretty -i fdinfo-2.img     -o fdinfo-2.json          # its open fds
-    crit decode --pretty -i fs-1.img         -o fs-1.json              # its cwd
+    crit decode --pretty -i fs-1.img         -o fs-1.json              # its cwd and root
     crit decode --pretty -i mm-1.img         -o mm-1.json              # its file mappings
     crit decode --pretty -i inventory.img    -o inventory.json         # fdinfo per id or per pid
 
@@ -35,14 +35,17 @@ What the result holds (overmount-dump/1 plus two extra fields):
   neither relatime nor noatime lost its other per-mount flags in CRIU's parser
   (``*flags = MS_STRICTATIME``); uid=/gid= options are already mapped into the
   dumped user namespace.
-- ``targets``: ``open`` for each regular file or directory an fd holds
-  (``fdN``, the lowest of the fds sharing one open file), ``chdir`` for the cwd
-  (``cwd``), ``mmap`` per mapped file (``map-<file id>``), ``bind`` per unix
-  socket bound to a path (``sk-<file id>``; connected stream sockets, which
-  CRIU does not re-bind, and abstract names are left out). Tasks other than
-  the root one get ``@PID`` appended to ``fdN`` and ``cwd``.
+- ``targets``: ``open`` for each REG or FIFO fd (``fdN``, the lowest of the fds
+  sharing one open file; a FIFO's path is in the REG entry of its id), with
+  ``file_type`` from the entry's ``mode`` and ``access`` from its ``flags``;
+  ``chdir`` for the cwd (``cwd``) and ``root`` for a root that is not ``/``
+  (``root``, from fs ``root_id``); ``mmap`` per mapped file (``map-<file id>``),
+  ``bind`` per unix socket bound to a path (``sk-<file id>``; connected stream
+  sockets, which CRIU does not re-bind, and abstract names are left out). Tasks
+  other than the root one get ``@PID`` appended to ``fdN``, ``cwd`` and ``root``.
 - ``skipped``: ``{"id", "kind", "path", "mount", "reason"}`` for objects that
-  cannot be targets (no mount id, a mount outside the table, external files, ...).
+  cannot be targets (no mount id, a mount outside the table, external files, a
+  root that is the namespace's own, fds of other types: pipes, eventfds, ...).
 - ``notes``: what the conversion could not carry, one string each.
 """
 
@@ -52,6 +55,7 @@ import json
 import os
 import quopri
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -486,6 +490,19 @@ def mounts_from_image(image: _Image, notes: list[str]) -> list[Mount]:
 
 # --- targets --------------------------------------------------------------------------------
 
+# reg_file_entry.mode's type -> the dump's file_type
+_FILE_TYPES = {
+    stat.S_IFREG: "regular",
+    stat.S_IFDIR: "directory",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFCHR: "char",
+    stat.S_IFBLK: "block",
+    stat.S_IFSOCK: "socket",
+}
+# reg_file_entry.flags as crit prints them (pb2dict's rfile_flags_map); O_PATH has no name there.
+_O_PATH = 0o10000000
+_OPEN_FLAGS = {"O_WRONLY": 0o1, "O_RDWR": 0o2, "O_PATH": _O_PATH}
+
 
 @dataclass
 class _Collector:
@@ -495,7 +512,8 @@ class _Collector:
     notes: list[str] = field(default_factory=list)
     seen_ids: set[str] = field(default_factory=set)
 
-    def add(self, target_id: str, kind: str, mount: int | None, path: str | None) -> None:
+    def add(self, target_id: str, kind: str, mount: int | None, path: str | None, **extra: str | None) -> None:
+        """A target; extra: file_type and access (dump fields), left out when None."""
         if target_id in self.seen_ids:
             return
         self.seen_ids.add(target_id)
@@ -504,7 +522,9 @@ class _Collector:
             self.skip(target_id, kind, path, mount, reason)
             return
         assert mount is not None and path is not None
-        self.targets.append({"id": target_id, "kind": kind, "mount": mount, "path": path})
+        target: dict[str, Any] = {"id": target_id, "kind": kind, "mount": mount, "path": path}
+        target.update((k, v) for k, v in extra.items() if v is not None)
+        self.targets.append(target)
 
     def skip(self, target_id: str, kind: str, path: str | None, mount: int | None, reason: str) -> None:
         self.seen_ids.add(target_id)
@@ -565,7 +585,23 @@ def _add_reg(col: _Collector, files: _Files, file_id: int, target_id: str, kind:
     if body.get("ext"):
         col.skip(target_id, kind, name, mnt_id, "external file (--external file[...]): CRIU inherits it, no path to open")
         return
-    col.add(target_id, kind, mnt_id, name)
+    if kind == "root" and name == "/":
+        col.skip(target_id, kind, name, mnt_id, "the root of its mount namespace: the restored namespace gives it, no chroot")
+        return
+    if kind != "open":
+        col.add(target_id, kind, mnt_id, name)
+        return
+    # An fd: what it is (st_mode, reg_file_entry.mode) and how it was opened (its flags).
+    index = files.reg[file_id][0]
+    mode = body.get("mode")
+    file_type = _FILE_TYPES.get(stat.S_IFMT(mode)) if isinstance(mode, int) and not isinstance(mode, bool) else None
+    access: str | None = None
+    if "flags" in body:
+        flags = _flag_bits(files.image, index, body["flags"], _OPEN_FLAGS, "reg flags")
+        access = "path" if flags & _O_PATH else ("read-only", "write-only", "read-write", "read-write")[flags & 3]
+    if file_type == "socket" and access != "path":
+        access = None  # not a combination the kernel makes; the dump reader would refuse it
+    col.add(target_id, kind, mnt_id, name, file_type=file_type, access=access)
 
 
 def _add_socket(col: _Collector, files: _Files, file_id: int, target_id: str) -> None:
@@ -615,8 +651,9 @@ def _collect_task(col: _Collector, files: _Files | None, task: _Task) -> None:
             kind = entry.get("type")
             file_id = _int(image, index, entry, "id")
             fd = _int(image, index, entry, "fd")
-            if kind in ("REG", 1):
+            if kind in ("REG", 1, "FIFO", 3):
                 # fds sharing a file id share one struct file: CRIU opens it once and dups it.
+                # A FIFO's path and flags are in a REG entry of the same id (criu/fifo.c).
                 if file_id not in opened:
                     opened.add(file_id)
                     _add_reg(col, files, file_id, f"fd{fd}{sfx}", "open")
@@ -624,10 +661,15 @@ def _collect_task(col: _Collector, files: _Files | None, task: _Task) -> None:
                 if file_id not in files.usk:
                     raise image.fail(index, f"fd {fd}: unix socket {file_id} is not in {files.image.source}")
                 _add_socket(col, files, file_id, f"sk-{file_id}")
+            else:
+                col.skip(f"fd{fd}{sfx}", "open", None, None,
+                         f"a {kind} fd: nothing reopened by a path of the mount table (CRIU restores it itself)")
     if task.fs is not None:
         image = task.fs
         for index, entry in enumerate(image.entries):
             _add_reg(col, files, _int(image, index, entry, "cwd_id"), f"cwd{sfx}", "chdir")
+            if "root_id" in entry:
+                _add_reg(col, files, _int(image, index, entry, "root_id"), f"root{sfx}", "root")
             break
     if task.mm is not None:
         image = task.mm

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import quopri
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from planner.criu import dump_from_crit, unix_name
+from planner.dump import from_json
 from planner.errors import DumpError, InputError
 from planner.mountinfo import Mount, parse
 
@@ -71,7 +73,8 @@ def test_mount_table_matches_mountinfo_at_dump(images: Path) -> None:
 def test_unsupported_fstype_is_noted() -> None:
     dump = dump_from_crit(SEED)
     assert any("mount 63" in note and "unknown" in note for note in dump["notes"])
-    assert dump["skipped"] == []
+    # Nothing skipped but the root, which is the namespace's own (fs root_id names "/").
+    assert [(s["id"], s["path"]) for s in dump["skipped"]] == [("root", "/")]
 
 
 def test_socket_case_binds_in_the_hidden_mount() -> None:
@@ -86,7 +89,9 @@ def test_socket_case_binds_in_the_hidden_mount() -> None:
 
 def test_socket_case_other_targets() -> None:
     targets = {t["id"]: t for t in dump_from_crit(SOCKET)["targets"]}
-    assert targets["fd0"] == {"id": "fd0", "kind": "open", "mount": 63, "path": "/dev/null"}
+    # reg_file_entry.mode and flags: /dev/null is a char device, opened read-only.
+    assert targets["fd0"] == {"id": "fd0", "kind": "open", "mount": 63, "path": "/dev/null",
+                              "file_type": "char", "access": "read-only"}
     # fds 1 and 2 share one open file (file id 12): one open, as CRIU does it.
     assert targets["fd1"]["path"] == "/holder.out" and "fd2" not in targets
     assert targets["cwd"] == {"id": "cwd", "kind": "chdir", "mount": 63, "path": "/"}
@@ -288,15 +293,53 @@ def test_fds_cwd_maps_and_what_is_skipped(tmp_path: Path) -> None:
     )
     dump = dump_from_crit(write_set(tmp_path, BASE, files, fdinfo=fdinfo, fs=fs, mm=mm))
     assert dump["targets"] == [
-        {"id": "fd3", "kind": "open", "mount": 10, "path": "/srv/d/file"},
+        {"id": "fd3", "kind": "open", "mount": 10, "path": "/srv/d/file", "access": "read-only"},
         {"id": "cwd", "kind": "chdir", "mount": 10, "path": "/srv/d"},
+        {"id": "root", "kind": "root", "mount": 10, "path": "/srv/d"},  # fs root_id: chrooted into /srv/d
         {"id": "map-3", "kind": "mmap", "mount": 10, "path": "/srv/lib.so"},
     ]
     reasons = {s["id"]: s["reason"] for s in dump["skipped"]}
-    assert set(reasons) == {"fd5", "fd6", "fd7"}
+    assert set(reasons) == {"fd5", "fd6", "fd7", "fd8"}
+    assert reasons["fd8"] == "a MEMFD fd: nothing reopened by a path of the mount table (CRIU restores it itself)"
     assert "mount 55 is not in" in reasons["fd5"]
     assert "external" in reasons["fd6"]
     assert "not under mount 10" in reasons["fd7"]
+
+
+def test_fifos_and_devices_keep_their_type_and_access(tmp_path: Path) -> None:
+    """CRIU keeps a FIFO's path and flags in a REG entry of the FIFO's id (criu/fifo.c); a char
+    device opened by path is a REG entry whose mode says so (reg_file_entry.mode)."""
+    files = [
+        reg(1, "/srv/d/ctl", 10, mode=stat.S_IFIFO | 0o644, flags="O_RDWR | O_LARGEFILE"),
+        {"type": "FIFO", "id": 1, "fifo": {"id": 1, "pipe_id": 4242}},
+        reg(2, "/srv/d/events", 10, mode=stat.S_IFIFO | 0o644, flags="O_NONBLOCK"),
+        {"type": "FIFO", "id": 2, "fifo": {"id": 2, "pipe_id": 4243}},
+        reg(3, "/srv/d/null", 10, mode=stat.S_IFCHR | 0o666, flags="O_WRONLY"),
+        reg(4, "/srv/d/dir", 10, mode=stat.S_IFDIR | 0o755, flags="O_DIRECTORY"),
+        reg(5, "/srv/d/sock", 10, mode=stat.S_IFSOCK | 0o755, flags="0x200000"),  # O_PATH: crit has no name for it
+    ]
+    fdinfo = image(
+        "FDINFO",
+        [
+            {"id": 1, "flags": 0, "type": "FIFO", "fd": 3},
+            {"id": 2, "flags": 0, "type": "FIFO", "fd": 4},
+            {"id": 3, "flags": 0, "type": "REG", "fd": 5},
+            {"id": 4, "flags": 0, "type": "REG", "fd": 6},
+            {"id": 5, "flags": 0, "type": "REG", "fd": 7},
+            {"id": 6, "flags": 0, "type": "PIPE", "fd": 8},
+        ],
+    )
+    dump = dump_from_crit(write_set(tmp_path, BASE, files, fdinfo=fdinfo))
+    got = {t["id"]: (t["path"], t.get("file_type"), t.get("access")) for t in dump["targets"]}
+    assert got == {
+        "fd3": ("/srv/d/ctl", "fifo", "read-write"),
+        "fd4": ("/srv/d/events", "fifo", "read-only"),
+        "fd5": ("/srv/d/null", "char", "write-only"),
+        "fd6": ("/srv/d/dir", "directory", "read-only"),
+        "fd7": ("/srv/d/sock", "socket", "path"),
+    }
+    assert [s["id"] for s in dump["skipped"]] == ["fd8"]  # a pipe: nothing to reopen by path
+    from_json(dump, "crit", "")  # and the dump reader takes every one of them
 
 
 def test_multi_task_directory(tmp_path: Path) -> None:
