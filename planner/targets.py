@@ -64,6 +64,8 @@ def object_problem(kind: str, file_type: str | None, access: str | None, rdev: s
         return f"'access' belongs to open targets (an fd), not to a {kind}"
     if file_type == "socket" and kind == "open" and access not in (None, "path"):
         return "an fd on a socket file can only be an O_PATH one (access 'path'): open(2) of a socket gives ENXIO"
+    if file_type == "directory" and access in ("write-only", "read-write"):
+        return "a directory fd can only be read-only or O_PATH (access 'path'): open(2) for writing gives EISDIR"
     if rdev is not None and file_type not in ("char", "block"):
         return "'rdev' belongs to char and block devices"
     if rdev is not None and not _is_major_minor(rdev):
