@@ -43,6 +43,7 @@ from typing import Any
 
 from planner.errors import InputError
 from planner.mountinfo import Mount, parse
+from planner.targets import file_type_of
 
 FORMAT = "overmount-dump/1"
 
@@ -251,18 +252,6 @@ def _read_proc(pid: int, path: str) -> str:
 # --- the targets ----------------------------------------------------------------------------
 
 
-# st_mode type -> the dump's file_type; an fd on anything else (a symlink held with
-# O_PATH|O_NOFOLLOW) is skipped.
-_FILE_TYPES = {
-    stat.S_IFREG: "regular",
-    stat.S_IFDIR: "directory",
-    stat.S_IFIFO: "fifo",
-    stat.S_IFCHR: "char",
-    stat.S_IFBLK: "block",
-    stat.S_IFSOCK: "socket",
-}
-
-
 def _access(flags: int) -> str:
     """How an fd was opened, from fdinfo's flags: what a restorer must open it with again."""
     if flags & os.O_PATH:
@@ -312,7 +301,7 @@ def _open_files(cap: _Capture) -> dict[int, list[int]]:
         if not text.startswith("/"):
             cap.skip(target_id, "open", None, mnt_id, _no_path_reason(text))
             continue
-        file_type = _FILE_TYPES.get(stat.S_IFMT(st.st_mode))
+        file_type = file_type_of(st.st_mode)
         access = _access(int(info.get("flags", "0"), 8))  # fdinfo prints flags in octal
         path, why = cap.path_of(text, st)
         if file_type is None:
@@ -328,10 +317,11 @@ def _open_files(cap: _Capture) -> dict[int, list[int]]:
     return sockets
 
 
-def _cwd(cap: _Capture) -> None:
-    link = f"{cap.proc}/cwd"
+def _fs_link(cap: _Capture, name: str, kind: str, text: str | None = None) -> None:
+    """/proc/PID/cwd or /proc/PID/root -> a `kind` target with id `name`, or skipped with why."""
+    link = f"{cap.proc}/{name}"
     try:
-        text = os.readlink(link)
+        text = os.readlink(link) if text is None else text
         fd = os.open(link, os.O_PATH | os.O_CLOEXEC)
     except FileNotFoundError:
         cap.alive()
@@ -346,37 +336,21 @@ def _cwd(cap: _Capture) -> None:
         os.close(fd)
     path, why = cap.path_of(text, st)
     if why:
-        cap.skip("cwd", "chdir", path, mnt_id, why)
+        cap.skip(name, kind, path, mnt_id, why)
     else:
         assert path is not None
-        cap.add("cwd", "chdir", mnt_id, path)
+        cap.add(name, kind, mnt_id, path)
 
 
 def _root(cap: _Capture, root_text: str, namespace_view: bool) -> None:
     """The process root: a target when it is not its mount namespace's root (a chroot)."""
     if root_text == "/":
         cap.skip("root", "root", "/", None, "the root of its mount namespace: the restored namespace gives it, no chroot")
-        return
-    if not namespace_view:
+    elif not namespace_view:
         cap.skip("root", "root", root_text, None, "chrooted, but the table is the process's own view (relative to "
                  "its root), where its root has no path: the namespace's table could not be read")
-        return
-    try:
-        fd = os.open(f"{cap.proc}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        cap.alive()
-        return
-    try:
-        st = os.fstat(fd)
-        mnt_id = _own_fd_mnt_id(fd)
-    finally:
-        os.close(fd)
-    path, why = cap.path_of(root_text, st)
-    if why:
-        cap.skip("root", "root", path, mnt_id, why)
     else:
-        assert path is not None
-        cap.add("root", "root", mnt_id, path)
+        _fs_link(cap, "root", "root", root_text)
 
 
 def _mappings(cap: _Capture) -> None:
@@ -426,7 +400,7 @@ def _mappings(cap: _Capture) -> None:
         target_id = "map-" + name.split("-")[0]
         path, why = cap.path_of(text, st)
         if not stat.S_ISREG(st.st_mode):
-            kind = _FILE_TYPES.get(stat.S_IFMT(st.st_mode), "special file")
+            kind = file_type_of(st.st_mode) or "special file"
             why = why or f"a mapping of a {kind} (a driver's memory): mapped again from the device, not planned as a file"
         if why:
             cap.skip(target_id, "mmap", path, mnt_id, why)
@@ -767,7 +741,7 @@ def capture_pid(pid: int) -> dict[str, Any]:
             cap.process_root_fd = process_root_fd = os.open(f"{proc}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         cap.root_mount = _own_fd_mnt_id(root_fd)
         sockets = _open_files(cap)
-        _cwd(cap)
+        _fs_link(cap, "cwd", "chdir")
         _root(cap, root_text, namespace_view)
         _mappings(cap)
         _unix_sockets(cap, sockets)

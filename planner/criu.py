@@ -55,12 +55,12 @@ import json
 import os
 import quopri
 import re
-import stat
 from dataclasses import dataclass, field
 from typing import Any
 
 from planner.errors import DumpError
 from planner.mountinfo import Mount, render_line
+from planner.targets import file_type_of
 
 FORMAT = "overmount-dump/1"
 
@@ -490,15 +490,6 @@ def mounts_from_image(image: _Image, notes: list[str]) -> list[Mount]:
 
 # --- targets --------------------------------------------------------------------------------
 
-# reg_file_entry.mode's type -> the dump's file_type
-_FILE_TYPES = {
-    stat.S_IFREG: "regular",
-    stat.S_IFDIR: "directory",
-    stat.S_IFIFO: "fifo",
-    stat.S_IFCHR: "char",
-    stat.S_IFBLK: "block",
-    stat.S_IFSOCK: "socket",
-}
 # reg_file_entry.flags as crit prints them (pb2dict's rfile_flags_map); O_PATH has no name there.
 _O_PATH = 0o10000000
 _OPEN_FLAGS = {"O_WRONLY": 0o1, "O_RDWR": 0o2, "O_PATH": _O_PATH}
@@ -594,7 +585,7 @@ def _add_reg(col: _Collector, files: _Files, file_id: int, target_id: str, kind:
     # An fd: what it is (st_mode, reg_file_entry.mode) and how it was opened (its flags).
     index = files.reg[file_id][0]
     mode = body.get("mode")
-    file_type = _FILE_TYPES.get(stat.S_IFMT(mode)) if isinstance(mode, int) and not isinstance(mode, bool) else None
+    file_type = file_type_of(mode) if isinstance(mode, int) and not isinstance(mode, bool) else None
     access: str | None = None
     if "flags" in body:
         flags = _flag_bits(files.image, index, body["flags"], _OPEN_FLAGS, "reg flags")

@@ -56,7 +56,7 @@ from planner.replica import (
     sb_path,
     under,
 )
-from planner.targets import Target
+from planner.targets import Target, file_type_of
 
 _RESOLVE = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS
 _MOVE = kernel.MOVE_MOUNT_F_EMPTY_PATH | kernel.MOVE_MOUNT_T_EMPTY_PATH
@@ -852,19 +852,8 @@ class Executor:
 _OPS = {name[3:].replace("_", "-"): name for name in vars(Executor) if name.startswith("op_")}
 
 _ACCESS_FLAGS = {"read-only": os.O_RDONLY, "write-only": os.O_WRONLY, "read-write": os.O_RDWR, "path": os.O_PATH}
-_TYPE_NAMES = {
-    stat.S_IFREG: "regular",
-    stat.S_IFDIR: "directory",
-    stat.S_IFIFO: "fifo",
-    stat.S_IFCHR: "char",
-    stat.S_IFBLK: "block",
-    stat.S_IFSOCK: "socket",
-    stat.S_IFLNK: "symlink",
-}
-
-
 def _type_name(mode: int) -> str:
-    return _TYPE_NAMES.get(stat.S_IFMT(mode), f"type {stat.S_IFMT(mode):o}")
+    return file_type_of(mode) or ("symlink" if stat.S_ISLNK(mode) else f"type {stat.S_IFMT(mode):o}")
 
 
 def _access_name(flags: int) -> str:

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, field
 
 KINDS = ("open", "chdir", "root", "bind", "mmap", "mount-source")
 
 # What the object at a target's path is (st_mode's type), when the dump says.
 FILE_TYPES = ("regular", "directory", "fifo", "char", "block", "socket")
+_TYPE_OF_MODE = {
+    stat.S_IFREG: "regular",
+    stat.S_IFDIR: "directory",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFCHR: "char",
+    stat.S_IFBLK: "block",
+    stat.S_IFSOCK: "socket",
+}
+
+
+def file_type_of(mode: int) -> str | None:
+    """The file_type of an st_mode (None for a symlink or anything else no target can be)."""
+    return _TYPE_OF_MODE.get(stat.S_IFMT(mode))
+
+
 # How an open fd was opened (its O_ACCMODE, or O_PATH): a FIFO must be reopened the same way.
 ACCESS_MODES = ("read-only", "write-only", "read-write", "path")
 

@@ -17,9 +17,7 @@ namespace root, as CRIU dumps them; its root is a target).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,20 +28,12 @@ import pytest
 from planner.capture import CaptureError, capture_pid
 from planner.errors import InputError
 from planner.mountinfo import parse
+from tests.namespace.children import PRELUDE, Children
 
 pytestmark = pytest.mark.namespace
 
-CHILD = textwrap.dedent(
+CHILD = PRELUDE + textwrap.dedent(
     """
-    import ctypes, mmap, os, socket, sys, time
-
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def check(ret, what):
-        if ret != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"{what}: {os.strerror(err)}")
-
     CLONE_NEWNS, CLONE_NEWNET = 0x20000, 0x40000000
     MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 1 << 18
     base, ready_fd, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -89,29 +79,11 @@ def overmounted_child(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
     mode = request.param
     base = tmp_path / "base"
     base.mkdir()
-    read_end, write_end = os.pipe()
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(base), str(write_end), mode],
-        pass_fds=(write_end,),
-        stdin=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    os.close(write_end)
+    children = Children()
     try:
-        with os.fdopen(read_end, "rb") as ready:
-            line = ready.readline()
-        if line != b"ready\n":
-            child.wait(timeout=10)
-            stderr = child.stderr.read().decode() if child.stderr else ""
-            pytest.fail(f"child did not get ready: {stderr}")
-        yield child.pid, str(base), mode
+        yield children.start(CHILD, str(base), mode), str(base), mode
     finally:
-        # Only this child, by its pid.
-        if child.poll() is None:
-            os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=10)
-        if child.stderr:
-            child.stderr.close()
+        children.kill_all()
 
 
 def test_capture_finds_every_target_in_the_hidden_mount(overmounted_child: tuple[int, str, str]) -> None:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import stat
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,22 +26,14 @@ from planner.mountinfo import parse
 from planner.plan import make_plan
 from planner.tree import MountTree
 from tests.namespace import test_capture
+from tests.namespace.children import PRELUDE, Children
 
 overmounted_child = test_capture.overmounted_child  # chrooted into the top of a mount, there
 
 pytestmark = pytest.mark.namespace
 
-CHILD = textwrap.dedent(
+CHILD = PRELUDE + textwrap.dedent(
     """
-    import ctypes, mmap, os, socket, sys, time
-
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def check(ret, what):
-        if ret != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"{what}: {os.strerror(err)}")
-
     base, ready_fd, holds = sys.argv[1], int(sys.argv[2]), set(sys.argv[3].split(","))
     everything = "all" in holds
     check(libc.unshare(0x20000), "unshare")
@@ -126,34 +115,17 @@ CHILD = textwrap.dedent(
 @pytest.fixture
 def holding(tmp_path: Path) -> Iterator[Callable[[str], tuple[int, str]]]:
     """Start a child holding `what` (fifo, char, chroot, all); (pid, base). Killed by pid after."""
-    children: list[subprocess.Popen[bytes]] = []
+    children = Children()
 
     def start(what: str) -> tuple[int, str]:
-        base = tmp_path / f"base-{len(children)}"
+        base = tmp_path / f"base-{len(children.started)}"
         base.mkdir()
-        read_end, write_end = os.pipe()
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(base), str(write_end), what],
-            pass_fds=(write_end,),
-            stdin=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        children.append(child)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as ready:
-            line = ready.readline()
-        if line != b"ready\n":
-            child.wait(timeout=10)
-            pytest.fail(f"child did not get ready: {child.stderr.read().decode() if child.stderr else ''}")
-        return child.pid, str(base)
+        return children.start(CHILD, str(base), what), str(base)
 
-    yield start
-    for child in children:  # only these children, by their pids
-        if child.poll() is None:
-            os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=10)
-        if child.stderr:
-            child.stderr.close()
+    try:
+        yield start
+    finally:
+        children.kill_all()
 
 
 def mounts_of(dump: dict[str, Any], base: str) -> tuple[int, int]:
