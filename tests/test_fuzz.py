@@ -161,6 +161,10 @@ SPOILERS: dict[str, list[Any]] = {
     "mount": [-1, 0, 10**6, "1", True, 1.5],
     "path": ["", "rel", "/a/../b", "/./x", "//x", "/x/", "/a\x00b", "/"],
     "to": ["rel", "/a/../b", "", 3, "/"],
+    # Valid values too: whether they fit the kind is for the reader to say (a chdir into a fifo).
+    "file_type": ["tty", "", 3, None, "fifo", "directory", "socket", "char"],
+    "access": ["rw", 2, "read-write", "path", "write-only"],
+    "rdev": ["1", "4096:0", "1:1048576", "1:3", 259, "-1:2", "1:3:4"],
 }
 
 
@@ -189,7 +193,7 @@ def tables_with_targets(draw: Callable[[Any], Any]) -> tuple[str, list[dict[str,
         if not targets:
             targets.append({"id": "t9", "kind": "open", "mount": 1, "path": "/"})
         spoilt: dict[str, Any] = draw(st.sampled_from(targets))
-        key = draw(st.sampled_from(["id", "kind", "mount", "path", "to", "missing"]))
+        key = draw(st.sampled_from(["id", "kind", "mount", "path", "to", "file_type", "access", "rdev", "missing"]))
         if key == "missing":
             del spoilt[draw(st.sampled_from(sorted(spoilt)))]
         else:
