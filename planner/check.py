@@ -26,7 +26,10 @@ class Session:
     destinations: dict[str, Landing] = field(default_factory=dict)
     yards: dict[str, int] = field(default_factory=dict)
     keepers: dict[int, int] = field(default_factory=dict)  # keeper id -> the mount it keeps
-    created: set[int] = field(default_factory=set)  # bind mounts made by mount-source targets
+    # Bind mounts made by mount-source targets -> target id. Each is attached where the dump has its
+    # `to` (checked at its step) and no step can move it, so it ends there: in a parked mount's
+    # place, it travels back with it.
+    created: dict[int, str] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
     # Paths already found clean: a plan names each move's home and slot twice (out and back).
     clean_paths: set[str] = field(default_factory=set)
@@ -144,42 +147,80 @@ def apply_step(session: Session, step: Step) -> None:
 
 
 def _reach_target(session: Session, step: Step) -> None:
+    """The step must reach the dumped mount and the object's place inside it, by whatever path.
+
+    The path may lead through the yard (the mount rode aside inside a moved cover): the kernel
+    opens, enters, chroots into, maps or clones the same mount and inode there. Only bind(2) takes its path
+    as the socket's name, so a bind step must use the target's own path.
+    """
     ns = session.ns
     target = session.targets.get(step.target or "")
     if target is None:
         raise SimError(f"target {step.target!r} is not in the dump")
-    if (target.kind, target.mount, target.path, target.to) != (step.op, step.mount, step.path, step.to if step.op == "mount-source" else None):
+    if (target.kind, target.mount) != (step.op, step.mount) or step.path is None:
         raise SimError(f"step does not match target {target.id} ({target.kind} {target.path} in mount {target.mount})")
+    if target.kind == "bind" and step.path != target.path:
+        raise SimError(
+            f"bind of {target.id} at {step.path}: bind(2) names the socket by its path, so the step must use "
+            f"{target.path}, the name the dump has"
+        )
     if target.id in session.done:
         raise SimError(f"target {target.id} is done twice")
-    landing = ns.walk(target.path)
-    if landing.mount != target.mount:
-        raise SimError(f"{target.path} leads into {_name(ns, landing.mount)}, not mount {target.mount}: still hidden")
     if target.mount not in session.homes:
         raise SimError(f"mount {target.mount} of target {target.id} is not in the dump")
+    landing = ns.walk(step.path)
+    if landing.mount != target.mount:
+        hidden = ": still hidden" if step.path == target.path else ""
+        raise SimError(f"{step.path} leads into {_name(ns, landing.mount)}, not mount {target.mount}{hidden}")
     inside = relative(target.path, session.homes[target.mount])
     if landing.rel != inside:
         # The right mount, the wrong place in it: something on the path was moved, not removed.
-        raise SimError(f"{target.path} leads to {landing.rel or '/'} inside mount {target.mount}, not to {inside or '/'}")
+        raise SimError(f"{step.path} leads to {landing.rel or '/'} inside mount {target.mount}, not to {inside or '/'}")
     if target.kind == "mount-source":
-        assert target.to is not None
+        if step.to is None:
+            raise SimError(f"mount-source of {target.id} needs 'to'")
         if target.mount in session.unbindable:
             raise SimError(f"the kernel would refuse (EINVAL) to bind from mount {target.mount}: it is unbindable")
         dumped = session.destinations[target.id]
-        now = ns.walk(target.to)
-        under, rel = now.mount, now.rel
-        while under in session.created and not rel:  # an earlier target's bind on the same `to`
-            under, rel = ns.parent[under] or under, ns.rel[under]
-        if (under, rel) != (dumped.mount, dumped.rel):
+        now = ns.walk(step.to)
+        if place_below_binds(session, now.mount, now.rel) != (dumped.mount, dumped.rel):
             raise SimError(
-                f"{target.to} leads into {_name(ns, now.mount)} now but into {_name(ns, dumped.mount)} in the dumped tree: "
-                "the new bind mount would not end up where the dump has it (that needs a two-phase bind: "
-                "open_tree(OPEN_TREE_CLONE) while the source is revealed, move_mount once the covers are back)"
+                f"{step.to} leads into {_name(ns, now.mount)} now, but {target.to} leads into {_name(ns, dumped.mount)} "
+                "in the dumped tree: the new bind mount would not end up where the dump has it"
+                + ("" if step.to != target.to else " (while that mount is moved aside, bind onto its place in the yard)")
             )
         made = ns.add(f"bind mount of {target.id}")
         ns.attach_at(made, now)
-        session.created.add(made)
+        session.created[made] = target.id
     session.done.add(target.id)
+
+
+def place_below_binds(session: Session, mount: int, rel: str) -> tuple[int, str]:
+    """(mount, rel) with the plan's own bind mounts on that place looked through: a second
+    mount-source onto one `to` lands on the first one's root, and is still at that place."""
+    ns = session.ns
+    while mount in session.created and not rel:
+        parent = ns.parent[mount]
+        if parent is None:
+            break
+        mount, rel = parent, ns.rel[mount]
+    return mount, rel
+
+
+def destination_now(session: Session, target: Target) -> str | None:
+    """A path that leads now to the place the dump has a mount-source's `to`: `to` itself, or, while
+    the mount holding it is moved aside, its place in the yard (the new mount then travels back
+    with it). None when no path leads there."""
+    assert target.to is not None
+    ns = session.ns
+    dumped = session.destinations[target.id]
+    for path in (target.to, ns.path_to(dumped.mount, dumped.rel)):
+        if path is None:
+            continue
+        now = ns.walk(path)
+        if place_below_binds(session, now.mount, now.rel) == (dumped.mount, dumped.rel):
+            return path
+    return None
 
 
 def new_session(tree: MountTree, targets: list[Target] | tuple[Target, ...], locked: frozenset[int] = frozenset()) -> Session:

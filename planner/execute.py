@@ -28,7 +28,8 @@ Report (a plain dict, see `execute`):
   targets [{id, kind, expected_mount, got_mount, inode_ok, ok, step, detail,
             file_type (what the kernel says was reached, where the op checks it), type_ok,
             stand_in (why the replica made a stand-in for the dump's object, or None)}],
-  tree_identical, tree_diff [str], yard_empty, created_mounts [{target, to, root}].
+  tree_identical, tree_diff [str], yard_empty, created_mounts [{target, to, root, parent}]
+  (where each new bind mount is after the plan: it must be where the dump has `to`).
 """
 
 from __future__ import annotations
@@ -533,17 +534,25 @@ class Executor:
 
     # --- targets -----------------------------------------------------------------------
 
-    def _object(self, step: Mapping[str, Any]) -> TargetObject:
+    def _object(self, step: Mapping[str, Any]) -> tuple[TargetObject, str]:
+        """The step's target and the path it reaches it by.
+
+        The path may differ from the dump's (through the yard, where the target's mount rides
+        in a parked one): what is checked is the mount and inode the kernel reaches. Not for
+        bind, whose path is the socket's name.
+        """
         obj = self.replica.objects.get(step.get("target", ""))
         if obj is None:
             raise Mismatch(f"step names target {step.get('target')!r}, which the dump does not have")
         if step["op"] != obj.kind:
             raise Mismatch(f"target {obj.id} is a {obj.kind}, the step does {step['op']}")
         path = step["path"]
-        if path != obj.path:  # obj.path was checked clean when the replica was built
-            _clean(path, "path")
-            raise Mismatch(f"target {obj.id} is at {obj.path}, the step uses {path}")
-        return obj
+        if path == obj.path:  # obj.path was checked clean when the replica was built
+            return obj, path
+        _clean(path, "path")
+        if obj.kind == "bind":
+            raise Mismatch(f"target {obj.id} is the socket named {obj.path}; the step binds {path}")
+        return obj, path
 
     def _record(
         self,
@@ -588,8 +597,8 @@ class Executor:
             raise Mismatch(f"target {obj.id}: {type_problem}")
 
     def op_open(self, index: int, step: Mapping[str, Any]) -> None:
-        obj = self._object(step)
-        rel = from_root(obj.path)
+        obj, path = self._object(step)
+        rel = from_root(path)
         made = stat.S_IFMT(obj.mode)
         flags = _ACCESS_FLAGS[obj.access or "read-only"]
         if made in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK) or (made == stat.S_IFDIR and flags != os.O_PATH):
@@ -626,8 +635,8 @@ class Executor:
         self._record(index, obj, self.replica.key(live), ino == obj.ino and dev == obj.dev, detail, mode, problem)
 
     def op_chdir(self, index: int, step: Mapping[str, Any]) -> None:
-        obj = self._object(step)
-        fd = self.resolve(obj.path, os.O_PATH | os.O_DIRECTORY)
+        obj, path = self._object(step)
+        fd = self.resolve(path, os.O_PATH | os.O_DIRECTORY)
         try:
             os.fchdir(fd)
         finally:
@@ -639,8 +648,8 @@ class Executor:
         """chroot into the target as a restorer does (CRIU's restore_fs: fchdir, chroot(".")),
         read the new root's mount and inode, then take the executor's own root and cwd back:
         later steps resolve names from it (bind(2) takes the socket's path as it is)."""
-        obj = self._object(step)
-        fd = self.resolve(obj.path, os.O_PATH | os.O_DIRECTORY)
+        obj, path = self._object(step)
+        fd = self.resolve(path, os.O_PATH | os.O_DIRECTORY)
         here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fchdir(fd)
@@ -657,7 +666,7 @@ class Executor:
         self._record(index, obj, self.replica.key(mnt), (ino, dev) == (obj.ino, obj.dev), f"root ino {ino}", mode)
 
     def op_bind(self, index: int, step: Mapping[str, Any]) -> None:
-        obj = self._object(step)
+        obj, _ = self._object(step)
         head, name = _split(obj.path)
         parent = self.resolve(head, os.O_PATH | os.O_DIRECTORY)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:  # closed once verified, as open's fd
@@ -691,8 +700,8 @@ class Executor:
         self._record(index, obj, self.replica.key(file_mnt), inode_ok, detail)
 
     def op_mmap(self, index: int, step: Mapping[str, Any]) -> None:
-        obj = self._object(step)
-        fd = self.resolve(obj.path, os.O_RDONLY)
+        obj, path = self._object(step)
+        fd = self.resolve(path, os.O_RDONLY)
         try:
             fd_mnt, _, _, fd_mode = kernel.statx_ids(fd)
             mapped = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
@@ -734,9 +743,9 @@ class Executor:
         )
 
     def op_mount_source(self, index: int, step: Mapping[str, Any]) -> None:
-        obj = self._object(step)
+        obj, path = self._object(step)
         dest = _clean(step["to"], "to")
-        src = self.resolve(obj.path, os.O_PATH | os.O_DIRECTORY)
+        src = self.resolve(path, os.O_PATH | os.O_DIRECTORY)
         try:
             src_mnt, src_dev, src_ino = kernel.statx_mount_id(src)
             clone = kernel.clone_mount(src)
@@ -746,7 +755,7 @@ class Executor:
             live = kernel.statx_mount_id(clone)[0]  # before attaching: once attached, it is journaled at once
             to = self.resolve(dest, os.O_PATH | os.O_DIRECTORY)
             try:
-                to_mnt = kernel.statx_mount_id(to)[0]
+                to_mnt, _, to_ino = kernel.statx_mount_id(to)
                 kernel.attach(clone, to)
                 self.journal.push("created", (live, dest))
             finally:
@@ -761,17 +770,49 @@ class Executor:
             "target": obj.id,
             "to": dest,
             "root": line.root if line else None,
+            "parent": self.replica.key(to_mnt),
         }
         got = self.replica.key(src_mnt)
+        # `to` may be its place inside a parked mount (the new mount then goes back with it):
+        # the mount and the directory are what must be the dump's. An earlier target's bind on
+        # the same `to` is looked through: the new mount lies on its root, at the same place.
+        on = self._below_binds(to_mnt)
         inode_ok = (
             (src_ino, src_dev) == (obj.ino, obj.dev)
             and line is not None
             and line.root == want_root
             and line.parent_id == to_mnt
-            and self.replica.key(to_mnt) == obj.to_mount
+            and self.replica.key(on) == obj.to_mount
+            and (on != to_mnt or to_ino == obj.to_ino)
         )
-        detail = f"new mount root {line.root if line else None} (want {want_root}) on mount {self.replica.key(to_mnt)}"
+        detail = f"new mount root {line.root if line else None} (want {want_root}) on mount {self.replica.key(on)}"
         self._record(index, obj, got, inode_ok, detail)
+
+    def _below_binds(self, live: int, table: list[Mount] | None = None) -> int:
+        """`live`, or, when it is a bind mount a mount-source made, the mount under it (repeatedly)."""
+        if live not in self.created:
+            return live
+        lines = {m.mount_id: m for m in (table if table is not None else self.replica.live_table())}
+        while live in self.created and live in lines:
+            live = lines[live].parent_id
+        return live
+
+    def verify_created(self, table: list[Mount]) -> None:
+        """After the last step, each new bind mount must hang where the dump has `to`: made in a
+        parked mount's place, it must have come back with it."""
+        lines = {m.mount_id: m for m in table}
+        for live, made in self.created.items():
+            obj = self.replica.objects[str(made["target"])]
+            line = lines.get(live)
+            parent = self.replica.key(self._below_binds(line.parent_id, table)) if line is not None else None
+            made.update(to=line.mountpoint if line is not None else None, parent=parent)
+            if line is not None and (parent, line.mountpoint) == (obj.to_mount, obj.to):
+                continue
+            result = self.results.get(obj.id)
+            if result is not None:
+                where = f"on mount {parent} at {line.mountpoint}" if line is not None else "gone"
+                result["ok"] = False
+                result["detail"] = f"{result['detail']}; after the plan the new mount is {where}, the dump has it on mount {obj.to_mount} at {obj.to}"
 
     # --- rollback -----------------------------------------------------------------------
 
@@ -810,7 +851,8 @@ class Executor:
                 self.remove_dir(directory)
         elif kind == "created":
             live, dest = item
-            self._unmount(dest, live, "the one the plan made")
+            # Made in a parked mount, it may have travelled since: unmount it where it is now.
+            self._unmount(self.where_is(live) or dest, live, "the one the plan made")
 
     def _unrestored(self, kind: str, item: Any, exc: BaseException) -> dict[str, object]:
         err = exc.errno if isinstance(exc, OSError) else None
@@ -911,6 +953,8 @@ def run_plan(
         unrestored = ex.rollback()
         rolled_back = True
     table = replica.live_table()
+    if failed is None:
+        ex.verify_created(table)
     after = replica.snapshot(table)
     created = [f"live:{live}" for live in ex.created]
     diff = before.diff(after.without(created))

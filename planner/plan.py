@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from planner.analysis import Analysis, TargetFinding, analyze
 from planner.bulk import collector_paused
-from planner.check import Session, apply_step, final_problems, new_session
+from planner.check import Session, apply_step, destination_now, final_problems, new_session
 from planner.errors import PlanRefused
 from planner.paths import is_clean, is_under, join, relative
 from planner.simulate import SimError
@@ -231,8 +231,11 @@ class _Planner:
         target = finding.target
         # The chain as it stands now, not as dumped: a legacy shadow sibling that came back
         # lies stacked on its lower sibling. A target whose own mount rides inside a moved
-        # subtree needs that move undone first.
+        # subtree is reached there, through the yard, when nothing in the subtree covers it
+        # (not a bind: its path is the socket's name); otherwise that move is undone first.
         chain = self.session.ns.chain(target.mount)
+        if chain is None and target.kind != "bind" and self.reach_in_yard(finding):
+            return
         while chain is None:
             if not self.out:
                 raise PlanRefused(f"target {target.id}: its mount {target.mount} does not hang from the root")
@@ -251,7 +254,48 @@ class _Planner:
         else:  # each pass moves one mount off the path, so this cannot run out unless the model is wrong
             raise PlanRefused(f"target {target.id}: still covered after moving every mount in its way")
         why = "not hidden" if not finding.hidden else f"now reachable in mount {target.mount}"
-        self.emit(Step(target.kind, mount=target.mount, path=target.path, to=target.to, target=target.id, why=why))
+        self.emit_target(target, target.path, self.destination(target), why)
+
+    def reach_in_yard(self, finding: TargetFinding) -> bool:
+        """Reach the target through the yard, where its mount rides in a parked one; False when
+        the walk there does not end at its place (a mount of the subtree covers it)."""
+        ns = self.session.ns
+        target = finding.target
+        inside = relative(target.path, self.tree.by_id[target.mount].mountpoint)
+        path = ns.path_to(target.mount, inside)
+        if path is None:
+            return False
+        landing = ns.walk(path)
+        to = self.destination(target)
+        if (landing.mount, landing.rel) != (target.mount, inside) or (target.kind == "mount-source" and to is None):
+            return False
+        parked = target.mount
+        while (parent := ns.parent[parked]) is not None and parent >= 0:
+            parked = parent
+        rides = "is" if parked == target.mount else f"rides in mount {parked}, which is"
+        self.emit_target(target, path, to, f"mount {target.mount} {rides} parked in the yard: the same mount and inode there")
+        return True
+
+    def destination(self, target: Target) -> str | None:
+        """Where a mount-source binds to now (its `to`, or that place in a parked mount); None
+        when no path leads there (the step then fails check, which says why)."""
+        return destination_now(self.session, target) if target.kind == "mount-source" else None
+
+    def emit_target(self, target: Target, path: str, to: str | None, why: str) -> None:
+        if target.kind == "mount-source" and to != target.to:
+            if to is None:
+                to = target.to
+            elif any(entry.slot == to for entry in self.out):
+                parked = self.session.ns.mount_at(to)
+                raise PlanRefused(
+                    f"target {target.id}: {target.to} is the root of mount {parked}, which is moved aside for the source; "
+                    "a bind onto it while it is parked would lie on top of it and be what its move back names "
+                    "(that needs the bind held across the move back: open_tree(OPEN_TREE_CLONE) while the source is "
+                    "revealed, move_mount once the covers are back, which plan format 1 has no op for)"
+                )
+            else:
+                why += f"; {target.to} is parked too: the new mount is made at {to} and goes back with it"
+        self.emit(Step(target.kind, mount=target.mount, path=path, to=to, target=target.id, why=why))
 
     def _stacked_under(self, mount: int) -> set[int]:
         below = set()
@@ -315,6 +359,28 @@ def target_order(analysis: Analysis) -> list[TargetFinding]:
     return order
 
 
+def binds_last(order: list[TargetFinding]) -> list[TargetFinding]:
+    """`order`, with each mount-source whose `to` lies on another target's path moved to the end:
+    from its bind on, that path leads into the new mount."""
+    on_paths: set[str] = set()
+    for finding in order:
+        path = finding.target.path
+        while True:
+            on_paths.add(path)
+            if path == "/":
+                break
+            path = path.rpartition("/")[0] or "/"
+    later = [
+        f for f in order
+        if f.target.kind == "mount-source" and f.target.to in on_paths
+        and any(is_under(o.target.path, f.target.to) for o in order if o is not f)
+    ]
+    if not later:
+        return order
+    deferred = {id(f) for f in later}
+    return [f for f in order if id(f) not in deferred] + later
+
+
 def make_plan(
     tree: MountTree,
     targets: list[Target] | tuple[Target, ...],
@@ -353,7 +419,7 @@ def _make_plan(
         planner.yard = planner.forest_yard()
     before = planner.session.ns.shape()
     planner.check_yard()
-    for finding in target_order(analysis):
+    for finding in binds_last(target_order(analysis)):
         planner.reach(finding)
     planner.finish()
     plan = Plan(planner.yard, tuple(planner.steps), analysis.lower_bound, analysis.naive_moves)

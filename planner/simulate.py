@@ -134,6 +134,12 @@ class Namespace:
             current = parent
         return join(self.root_path, "".join(reversed(parts)))
 
+    def path_to(self, mount_id: int, rel: str) -> str | None:
+        """The path of place `rel` inside a mount as it hangs now (through the yard while it is
+        parked there), or None when it hangs from nothing. The path may be covered: walk it to know."""
+        top = self.mount_path(mount_id)
+        return None if top is None else join(top, rel)
+
     def chain(self, mount_id: int) -> list[int] | None:
         """The mounts from the root down to `mount_id` as they stand now, or None when the
         mount does not hang from the root through dumped mounts (it rides in the yard)."""

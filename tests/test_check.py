@@ -80,8 +80,16 @@ def test_missing_target() -> None:
 
 def test_step_that_does_not_match_its_target() -> None:
     steps = good()
-    steps[3] = Step("open", mount=122, path="/sys/fs/cgroup/other", target="t2")
+    steps[3] = Step("chdir", mount=122, path="/sys/fs/cgroup/notes", target="t2")
     assert "does not match target t2" in check_plan(TREE, TARGETS, steps)[0]
+    steps[3] = Step("open", mount=123, path="/sys/fs/cgroup/notes", target="t2")
+    assert "does not match target t2" in check_plan(TREE, TARGETS, steps)[0]
+
+
+def test_a_step_that_reaches_another_place_of_the_right_mount() -> None:
+    steps = good()
+    steps[3] = Step("open", mount=122, path="/sys/fs/cgroup/other", target="t2")
+    assert check_plan(TREE, TARGETS, steps) == ["step 3 (open t2): /sys/fs/cgroup/other leads to /other inside mount 122, not to /notes"]
 
 
 def test_move_under_a_shared_parent_is_refused_like_the_kernel() -> None:
@@ -108,3 +116,76 @@ def test_dotdot_in_a_plan_path_is_refused() -> None:
 def test_malformed_steps(raw: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         step_from_json(raw)
+
+
+# Through the yard: 3 covers 2 (stacked on its root) and carries 4; while 3 is parked, 4 is reached
+# in the yard, the same mount and the same inode. Only bind must use the target's own path.
+RIDER = tree_of("1 0 8:1 / / rw - ext4 /dev/vda rw", "2 1 0:40 / /a rw - tmpfs a rw", "3 2 0:41 / /a rw - tmpfs c rw",
+                "4 3 0:42 / /a/d rw - tmpfs d rw")
+RIDER_TARGETS = targets_of(("open", 2, "/a/f"), ("open", 4, "/a/d/g"), ("chdir", 4, "/a/d"), ("mmap", 4, "/a/d/lib.so"),
+                           ("mount-source", 4, "/a/d/src", "/mnt"), ("bind", 4, "/a/d/sock"))
+PARKED = YARD + "/0"
+
+
+def rider_plan(**instead: Step) -> list[Step]:
+    through = [
+        Step("open", mount=4, path=PARKED + "/d/g", target="t2"),
+        Step("chdir", mount=4, path=PARKED + "/d", target="t3"),
+        Step("mmap", mount=4, path=PARKED + "/d/lib.so", target="t4"),
+        Step("mount-source", mount=4, path=PARKED + "/d/src", to="/mnt", target="t5"),
+    ]
+    steps = [
+        Step("bind", mount=4, path="/a/d/sock", target="t6"),
+        Step("yard-create", path=YARD),
+        Step("move-aside", mount=3, src="/a", to=PARKED),
+        Step("open", mount=2, path="/a/f", target="t1"),
+        *through,
+        Step("move-back", mount=3, src=PARKED, to="/a"),
+        Step("yard-remove", path=YARD),
+    ]
+    return [instead.get(s.target or "", s) for s in steps]
+
+
+def test_target_steps_through_the_yard_pass() -> None:
+    assert check_plan(RIDER, RIDER_TARGETS, rider_plan()) == []
+
+
+def test_a_bind_through_the_yard_is_refused() -> None:
+    steps = rider_plan(t6=Step("bind", mount=4, path=PARKED + "/d/sock", target="t6"))
+    steps.insert(4, steps.pop(0))  # while 3 is parked
+    assert check_plan(RIDER, RIDER_TARGETS, steps) == [
+        ("step 4 (bind t6): bind of t6 at /.overmount-yard/0/d/sock: bind(2) names the socket by its path, "
+         "so the step must use /a/d/sock, the name the dump has")]
+
+
+def test_a_yard_path_to_another_place_or_mount_is_refused() -> None:
+    wrong_place = rider_plan(t2=Step("open", mount=4, path=PARKED + "/g", target="t2"))
+    assert check_plan(RIDER, RIDER_TARGETS, wrong_place) == [
+        "step 4 (open t2): /.overmount-yard/0/g leads into mount 3, not mount 4"]
+    in_place = rider_plan(t1=Step("open", mount=2, path=PARKED + "/f", target="t1"))
+    assert check_plan(RIDER, RIDER_TARGETS, in_place) == [
+        "step 3 (open t1): /.overmount-yard/0/f leads into mount 3, not mount 2"]
+
+
+# A mount-source whose source 2 needs 3 moved, and whose `to` lies in 3: bound onto its place in
+# the parked 3, the new mount goes back with it.
+COVERED_TO = targets_of(("mount-source", 2, "/a/src", "/a/dest"))
+
+
+def test_a_mount_source_onto_its_place_in_a_parked_cover_passes() -> None:
+    steps = [Step("yard-create", path=YARD), Step("move-aside", mount=3, src="/a", to=PARKED),
+             Step("mount-source", mount=2, path="/a/src", to=PARKED + "/dest", target="t1"),
+             Step("move-back", mount=3, src=PARKED, to="/a"), Step("yard-remove", path=YARD)]
+    assert check_plan(RIDER, COVERED_TO, steps) == []
+    steps[2] = Step("mount-source", mount=2, path="/a/src", to="/a/dest", target="t1")
+    assert check_plan(RIDER, COVERED_TO, steps) == [
+        ("step 2 (mount-source t1): /a/dest leads into mount 2 now, but /a/dest leads into mount 3 in the dumped tree: "
+         "the new bind mount would not end up where the dump has it (while that mount is moved aside, bind onto its "
+         "place in the yard)")]
+
+
+def test_a_mount_source_after_its_place_went_back_is_refused() -> None:
+    steps = [Step("yard-create", path=YARD), Step("move-aside", mount=3, src="/a", to=PARKED),
+             Step("move-back", mount=3, src=PARKED, to="/a"),
+             Step("mount-source", mount=2, path="/a/src", to=PARKED + "/dest", target="t1")]
+    assert check_plan(RIDER, COVERED_TO, steps)[0].startswith("step 3 (mount-source t1): /a/src leads into mount 3, not mount 2")

@@ -153,3 +153,45 @@ def test_a_mount_source_from_an_unbindable_mount_is_refused() -> None:
     tree = tree_of(ROOT, "2 1 0:40 / /a rw unbindable - tmpfs a rw")
     with pytest.raises(PlanRefused, match=r"would refuse \(EINVAL\) to bind from mount 2: it is unbindable"):
         make_plan(tree, targets_of(("mount-source", 2, "/a/src", "/mnt")))
+
+
+# 3 covers 2 (stacked on its root) and carries 4 at /a/d.
+RIDER = (ROOT, "2 1 0:40 / /a rw - tmpfs a rw", "3 2 0:41 / /a rw - tmpfs c rw", "4 3 0:42 / /a/d rw - tmpfs d rw")
+
+
+def test_a_mount_source_whose_to_lies_in_the_cover_binds_onto_its_place_in_the_yard() -> None:
+    tree = tree_of(*RIDER)
+    targets = targets_of(("mount-source", 2, "/a/src", "/a/dest"))
+    plan = make_plan(tree, targets)
+    assert ops(plan) == [("yard-create", None, "/.overmount-yard", None), ("move-aside", 3, "/a", "/.overmount-yard/0"),
+                         ("mount-source", 2, "/a/src", "/.overmount-yard/0/dest"),
+                         ("move-back", 3, "/.overmount-yard/0", "/a"), ("yard-remove", None, "/.overmount-yard", None)]
+    assert "the new mount is made at /.overmount-yard/0/dest and goes back with it" in plan.steps[2].why
+    assert check_plan(tree, targets, list(plan.steps)) == []
+
+
+def test_a_mount_source_onto_the_root_of_the_cover_it_needs_moved_is_refused() -> None:
+    with pytest.raises(PlanRefused, match=r"target t1: /a is the root of mount 3, which is moved aside for the source; .*open_tree"):
+        make_plan(tree_of(*RIDER), targets_of(("mount-source", 2, "/a/src", "/a")))
+
+
+def test_a_target_whose_mount_rides_in_a_parked_cover_is_reached_in_the_yard() -> None:
+    # t2's bind covers /a/e, t1's path: t1 goes first and moves 3 aside; t2's source in 4 rides in
+    # 3 and its `to` lies in 3, so both are reached in the yard instead of moving 3 twice.
+    tree = tree_of(*RIDER)
+    targets = targets_of(("mount-source", 4, "/a/d/src", "/a/e"), ("chdir", 2, "/a/e"))
+    plan = make_plan(tree, targets)
+    assert [(s.op, s.path, s.to) for s in plan.steps if s.target] == [
+        ("chdir", "/a/e", None), ("mount-source", "/.overmount-yard/0/d/src", "/.overmount-yard/0/e")]
+    assert "mount 4 rides in mount 3, which is parked in the yard" in plan.steps[3].why
+    assert plan.moves == plan.lower_bound == 1
+    assert check_plan(tree, targets, list(plan.steps)) == []
+
+
+def test_a_mount_source_waits_for_the_targets_on_its_to() -> None:
+    # The new mount on /a/x would cover /a/x/f: t2 is opened first though listed second.
+    tree = tree_of(ROOT, "2 1 0:40 / /a rw - tmpfs a rw", "3 1 0:41 / /b rw - tmpfs b rw", "4 3 0:42 / /b rw - tmpfs c rw")
+    targets = targets_of(("mount-source", 3, "/b/src", "/a/x"), ("open", 2, "/a/x/f"))
+    plan = make_plan(tree, targets)
+    assert [s.target for s in plan.steps if s.target] == ["t2", "t1"]
+    assert check_plan(tree, targets, list(plan.steps)) == []

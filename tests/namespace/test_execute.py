@@ -62,7 +62,7 @@ def test_seed_plan_reaches_every_target_in_the_hidden_mounts(
     assert_all_targets_verified(report, SEED_TARGETS)
     assert report["tree_identical"] and report["tree_diff"] == []
     assert report["yard_empty"] and report["failed_step"] is None and not report["rolled_back"]
-    assert report["created_mounts"] == [{"target": "src", "to": "/mnt", "root": "/shared"}]
+    assert report["created_mounts"] == [{"target": "src", "to": "/mnt", "root": "/shared", "parent": 71}]
 
 
 def test_without_the_move_the_path_reaches_the_covering_mount(
