@@ -25,6 +25,10 @@ class Session:
     stand_in: int | None = None  # a forest's stand-in for what the table does not list (MountTree.stand_in)
     destinations: dict[str, Landing] = field(default_factory=dict)
     yards: dict[str, int] = field(default_factory=dict)
+    # Yards the plan creates (its yard-create paths), and keepers bound into one of them before it
+    # exists: they wait detached and are attached into their slot as the yard is made.
+    planned_yards: set[str] = field(default_factory=set)
+    waiting: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # yard -> [(keeper, slot)]
     keepers: dict[int, int] = field(default_factory=dict)  # keeper id -> the mount it keeps
     # Bind mounts made by mount-source targets -> target id. Each is attached where the dump has its
     # `to` (checked at its step) and no step can move it, so it ends there: in a parked mount's
@@ -74,6 +78,8 @@ def apply_step(session: Session, step: Step) -> None:
         yard = ns.add(f"yard {step.path}")
         _place(session, yard, step.path, f"yard {step.path}")
         session.yards[step.path] = yard
+        for keeper, slot in session.waiting.pop(step.path, ()):
+            _place(session, keeper, slot, f"keeper {slot}")
     elif op == "yard-remove":
         assert step.path is not None
         if step.path not in session.yards:
@@ -117,7 +123,12 @@ def apply_step(session: Session, step: Step) -> None:
             raise SimError(f"the kernel would refuse (EINVAL) to bind {_name(ns, step.mount)}: it is unbindable, so no keeper can join its group")
         # A bind of a shared mount joins its peer group (and its master, if it is a slave).
         keeper = ns.add(f"keeper of {ns.label(step.mount)}", ns.group[step.mount], ns.master[step.mount])
-        _place(session, keeper, step.to, f"keeper {step.to}")
+        yard_path, _, name = step.to.rpartition("/")
+        if yard_path in session.planned_yards and yard_path not in session.yards and name:
+            # The yard is not made yet (its own mount is being bracketed): the keeper waits for it.
+            session.waiting.setdefault(yard_path, []).append((keeper, step.to))
+        else:
+            _place(session, keeper, step.to, f"keeper {step.to}")
         session.keepers[keeper] = step.mount
     elif op == "make-private":
         assert step.mount is not None and step.path is not None
@@ -249,6 +260,7 @@ def check_plan(
     `locked`: mounts locked to their parent (the dump's locked_mounts), which no move may take.
     """
     session = new_session(tree, targets, locked)
+    session.planned_yards = {s.path for s in steps if s.op == "yard-create" and s.path is not None}
     before = session.ns.shape()
     problems: list[str] = []
     for index, step in enumerate(steps):
@@ -279,6 +291,9 @@ def final_problems(session: Session, before: Shape, targets: list[Target] | tupl
         problems.append(f"tree not restored: {_name(session.ns, mount_id)} is no longer unbindable")
     if session.yards:
         problems.append(f"yard left mounted: {', '.join(session.yards)}")
+    for yard, keepers in session.waiting.items():
+        names = ", ".join(session.ns.label(keeper) for keeper, _ in keepers)
+        problems.append(f"{names} waited for yard {yard}, which was never created")
     return problems
 
 

@@ -104,6 +104,14 @@ class _Journal:
                 return item
         return None
 
+    def insert_before(self, kind: str, match: Callable[[Any], bool], entry: tuple[str, Any]) -> None:
+        """Put `entry` just before the oldest entry of `kind` that matches (at the end if none)."""
+        for i, (k, item) in enumerate(self.entries):
+            if k == kind and match(item):
+                self.entries.insert(i, entry)
+                return
+        self.entries.append(entry)
+
     def pop_aside(self, mount: object) -> _Aside | None:
         """The move-aside of `mount`: in a plan's bracket order, the newest entry."""
         entries = self.entries
@@ -141,7 +149,10 @@ class Executor:
         self.root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.journal = _Journal()
         self.results: dict[str, dict[str, object]] = {}
-        self.keepers: dict[int, tuple[int, str]] = {}  # parent dump id -> (keeper live id, its path)
+        # parent dump id -> (keeper live id, its path, fd): fd is the detached keeper's own while it
+        # waits for its yard (the yard's own mount is bracketed before the yard exists), else -1.
+        self.keepers: dict[int, tuple[int, str, int]] = {}
+        self.waiting: dict[str, list[int]] = {}  # yard path -> mounts whose keepers wait for it
         self.yards: dict[str, _Yard] = {}  # the yards this executor attached and has not removed, by path
         self.created: dict[int, dict[str, object]] = {}  # live id -> mount made by a mount-source step
         self.yard_paths: list[str] = []
@@ -269,7 +280,14 @@ class Executor:
         path = _clean(step["path"], "yard")
         if path in self.yards:
             raise Mismatch(f"yard {path} is already there")
+        waiting = self.waiting.get(path, [])
         made = self.make_dirs(path)
+        if waiting and path not in made:
+            # The yard's mount rejoins its group before the yard goes (its keeper lives in the yard), so
+            # the yard's unmount propagates to the peers' and slaves' mounts at this place: none is
+            # there only if the directory is made now.
+            raise Mismatch(f"yard {path} exists already, in a shared mount: removing the yard would unmount what "
+                           "its peers and slaves have mounted there; choose a yard path that does not exist")
         try:
             fd = kernel.new_tmpfs({"mode": "0700"})
             try:
@@ -292,11 +310,21 @@ class Executor:
             raise
         yard = _Yard(path, fd, made, slots)
         self.yards[path] = yard
-        self.journal.push("yard", yard)
+        # Older in the journal than the keepers waiting for it: a rollback undoes their parent's
+        # make-private (rejoin, from the keeper), then the keeper, then the yard.
+        self.journal.insert_before("keeper", lambda mount: mount in waiting, ("yard", yard))
         # check refuses a yard under a shared mount (attaching there would already copy it to the
         # peers); private, nothing moved into the yard later propagates anywhere either.
         kernel.mount_setattr(fd, "", kernel.AT_EMPTY_PATH, propagation=kernel.MS_PRIVATE)
         yard.live = kernel.statx_ids(fd)[0]
+        for mount in self.waiting.pop(path, []):
+            live, slot, keeper = self.keepers[mount]
+            name = slot.rpartition("/")[2]
+            if name not in yard.slots:
+                self._make_slot(yard, name, True)
+            kernel.attach(keeper, fd, name)  # into the private yard: nothing propagates
+            os.close(keeper)
+            self.keepers[mount] = (live, slot, -1)
 
     def op_yard_remove(self, index: int, step: Mapping[str, Any]) -> None:
         path = _clean(step["path"], "yard")
@@ -449,13 +477,23 @@ class Executor:
             keeper = kernel.clone_mount(parent)  # joins the parent's peer group
         finally:
             os.close(parent)
+        yard, _, name = dest.rpartition("/")
         try:
             live = kernel.statx_mount_id(keeper)[0]  # before attaching: once attached, it is journaled at once
+            if yard in self.yard_paths and yard not in self.yards and name:
+                # Its yard is not made yet (the yard's own mount is being bracketed): the keeper
+                # waits, detached and held by its fd, and joins the yard as it is made.
+                self.keepers[mount] = (live, dest, keeper)
+                self.waiting.setdefault(yard, []).append(mount)
+                self.journal.push("keeper", mount)
+                return
             self.make_dir(dest)
             self._attach(keeper, dest)
-        finally:
-            os.close(keeper)  # attached, the keeper is named by its path; an open fd would make it busy
-        self.keepers[mount] = (live, dest)
+        except BaseException:
+            os.close(keeper)
+            raise
+        os.close(keeper)  # attached, the keeper is named by its path; an open fd would make it busy
+        self.keepers[mount] = (live, dest, -1)
         self.journal.push("keeper", mount)
 
     def _attach(self, detached: int, dest: str) -> None:
@@ -478,7 +516,10 @@ class Executor:
         keeper = self.keepers.get(mount)
         if keeper is None:
             raise Mismatch(f"no keeper holds mount {mount}'s peer group")
-        live, path = keeper
+        live, path, waiting = keeper
+        if waiting >= 0:  # still detached, waiting for its yard (a rollback before the yard was made)
+            kernel.move_mount(waiting, "", parent_fd, "", _MOVE | kernel.MOVE_MOUNT_SET_GROUP)
+            return
         fd = self.resolve(path)
         try:
             if kernel.statx_ids(fd)[0] != live:
@@ -516,7 +557,14 @@ class Executor:
         kernel.umount2(path, kernel.UMOUNT_NOFOLLOW)
 
     def _remove_keeper(self, mount: int) -> None:
-        live, path = self.keepers[mount]
+        live, path, waiting = self.keepers[mount]
+        if waiting >= 0:  # never attached: closing its fd is all it takes
+            os.close(waiting)
+            del self.keepers[mount]
+            for mounts in self.waiting.values():
+                if mount in mounts:
+                    mounts.remove(mount)
+            return
         self._unmount(path, live, f"the keeper of mount {mount}")
         del self.keepers[mount]
         try:

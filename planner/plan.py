@@ -72,6 +72,7 @@ class _Planner:
         self.out: list[_Out] = []
         self.slots = 0
         self.yard_made = False
+        self.yard_keeper: _Out | None = None  # the bracket of the yard's own mount, when it is shared
         self.needed_by: dict[int, list[str]] = {}
         for finding in analysis.targets:
             for mount in finding.movers:
@@ -129,16 +130,7 @@ class _Planner:
 
     def slot(self) -> str:
         if not self.yard_made:
-            landing = self.session.ns.walk(self.yard).mount
-            if landing == self.tree.stand_in:
-                unlisted = sorted(set(self.tree.unlisted_parent.values()))
-                which = f"mount {unlisted[0]}" if len(unlisted) == 1 else "a mount"
-                raise PlanRefused(
-                    f"yard {self.yard} would lie in {which} the table does not list: whether it is shared (then the "
-                    "yard would propagate to its peers) is unknown; choose --yard in a listed mount"
-                )
-            self.emit(Step("yard-create", path=self.yard, why="a private place to park covering mounts"))
-            self.yard_made = True
+            self.make_yard()
         self.slots += 1
         return join(self.yard, f"/{self.slots - 1}")
 
@@ -176,6 +168,8 @@ class _Planner:
                 f"{self.tree.unlisted_parent[mount]}, is not in the table: the kernel refuses the move if that "
                 "mount is shared, and nothing here says whether it is"
             )
+        if not self.yard_made:
+            self.make_yard()  # first: when the yard's own mount is shared, its bracket may be this parent's too
         if ns.group[parent] is not None:
             self.keep_group(parent, mount, target)
         needers = self.needed_by.get(covering, [target.id])
@@ -190,35 +184,68 @@ class _Planner:
 
     def keep_group(self, parent: int, mount: int, target: Target) -> None:
         """Bracket a move under a shared parent: keeper joins its group, parent goes private."""
+        home = self.bracketable(parent, f"target {target.id}: mount {mount}'s parent {parent}")
+        slot = self.slot()
+        self.emit(Step("keeper-bind", mount=parent, src=home, to=slot,
+                       why=f"mount {parent} is shared (peer group {self.session.ns.group[parent]}): a keeper holds its place in the group"))
+        self.emit(Step("make-private", mount=parent, path=home,
+                       why=f"the kernel refuses to move mount {mount} while its parent {parent} is shared"))
+        self.out.append(_Out("keeper", parent, slot, home))
+
+    def bracketable(self, parent: int, who: str) -> str:
+        """The path that names the shared mount `parent`, or PlanRefused saying why no keeper can
+        keep its group while it is private (`who` starts the reason)."""
         ns = self.session.ns
         if self.kernel < SET_GROUP_KERNEL:
             raise PlanRefused(
-                f"target {target.id}: mount {mount}'s parent {parent} is shared; putting it back in its peer group "
+                f"{who} is shared; putting it back in its peer group "
                 f"needs MOVE_MOUNT_SET_GROUP (Linux 5.15+), planning for {self.kernel[0]}.{self.kernel[1]}"
             )
         if parent in self.session.unbindable:
-            raise PlanRefused(
-                f"target {target.id}: mount {mount}'s parent {parent} is shared and unbindable: no keeper can be "
-                "bound to hold its peer group"
-            )
+            raise PlanRefused(f"{who} is shared and unbindable: no keeper can be bound to hold its peer group")
         home = ns.mount_path(parent)
         landing = ns.walk(home) if home is not None else None
         if home is None or landing is None or landing.mount != parent or landing.rel:
             on_top = landing.mount if landing is not None else None
             raise PlanRefused(
-                f"target {target.id}: mount {mount}'s parent {parent} is shared, and no path names it "
+                f"{who} is shared, and no path names it "
                 f"(mount {on_top} is on top of its root), so it cannot be made private for the move"
             )
-        group = ns.group[parent]
-        slot = self.slot()
-        self.emit(Step("keeper-bind", mount=parent, src=home, to=slot,
-                       why=f"mount {parent} is shared (peer group {group}): a keeper holds its place in the group"))
-        self.emit(Step("make-private", mount=parent, path=home,
-                       why=f"the kernel refuses to move mount {mount} while its parent {parent} is shared"))
-        self.out.append(_Out("keeper", parent, slot, home))
+        return home
 
-    def put_back(self) -> None:
-        entry = self.out.pop()
+    def make_yard(self) -> None:
+        """yard-create, and before it, when the yard lands in a shared mount, that mount's bracket.
+
+        A yard attached under a shared mount would be copied to every peer and slave. So its
+        mount is bracketed like any shared parent, and first: a keeper is cloned into its group
+        (it waits, detached, and is attached in the yard's slot 0 as the yard is made), the mount
+        goes private, the yard is attached, private; at the end the mount rejoins its group and
+        the keeper and the yard go (finish).
+        """
+        ns = self.session.ns
+        parent = ns.walk(self.yard).mount
+        if parent == self.tree.stand_in:
+            unlisted = sorted(set(self.tree.unlisted_parent.values()))
+            which = f"mount {unlisted[0]}" if len(unlisted) == 1 else "a mount"
+            raise PlanRefused(
+                f"yard {self.yard} would lie in {which} the table does not list: whether it is shared (then the "
+                "yard would propagate to its peers) is unknown; choose --yard in a listed mount"
+            )
+        if ns.group[parent] is not None:
+            home = self.bracketable(parent, f"yard {self.yard}: the mount it lies in, {parent},")
+            self.slots += 1
+            slot = join(self.yard, "/0")
+            self.emit(Step("keeper-bind", mount=parent, src=home, to=slot,
+                           why=f"mount {parent}, where the yard goes, is shared (peer group {ns.group[parent]}): a "
+                               "keeper holds its place in the group (cloned now, attached in the yard once it is made)"))
+            self.emit(Step("make-private", mount=parent, path=home,
+                           why=f"a yard attached under the shared mount {parent} would be copied to its peers and slaves"))
+            self.yard_keeper = _Out("keeper", parent, slot, home)
+        self.emit(Step("yard-create", path=self.yard, why="a private place to park covering mounts"))
+        self.yard_made = True
+
+    def put_back(self, entry: _Out | None = None) -> None:
+        entry = entry or self.out.pop()
         if entry.kind == "move":
             self.emit(Step("move-back", mount=entry.mount, src=entry.slot, to=entry.home,
                            why=f"mount {entry.mount} returns to {entry.home}"))
@@ -308,6 +335,10 @@ class _Planner:
     def finish(self) -> None:
         while self.out:
             self.put_back()
+        if self.yard_keeper is not None:
+            # Rejoined before the yard goes: its keeper lives in the yard. The yard's unmount then
+            # propagates to the peers' mounts at its place: none, as its directory was made for it.
+            self.put_back(self.yard_keeper)
         if self.yard_made:
             self.emit(Step("yard-remove", path=self.yard, why="every mount is back"))
 
@@ -417,6 +448,7 @@ def _make_plan(
     planner = _Planner(tree, analysis, yard or DEFAULT_YARD, kernel, locked)
     if yard is None:
         planner.yard = planner.forest_yard()
+    planner.session.planned_yards.add(planner.yard)
     before = planner.session.ns.shape()
     planner.check_yard()
     for finding in binds_last(target_order(analysis)):

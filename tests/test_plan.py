@@ -93,13 +93,54 @@ def test_slave_parent_needs_no_keeper() -> None:
     assert "keeper-bind" not in [s.op for s in plan.steps]
 
 
-def test_yard_under_a_shared_mount_is_refused() -> None:
-    tree = tree_of("1 0 8:1 / / rw shared:1 - ext4 /dev/vda rw", "2 1 0:40 / /a rw - tmpfs a rw", "3 2 0:41 / /a rw - tmpfs b rw",
-                   "4 1 0:42 / /run rw - tmpfs run rw")
-    with pytest.raises(PlanRefused, match="shared: copies would propagate"):
-        make_plan(tree, targets_of(("open", 2, "/a/f")))
-    plan = make_plan(tree, targets_of(("open", 2, "/a/f")), yard="/run/yard")
-    assert plan.moves == 1
+SHARED_ROOT = ("1 0 8:1 / / rw shared:1 - ext4 /dev/vda rw", "2 1 0:40 / /a rw shared:2 - tmpfs a rw",
+               "3 1 0:41 / /x rw shared:3 - tmpfs b rw", "4 1 0:42 / /run rw master:9 - tmpfs run rw")
+
+
+def test_a_yard_under_a_shared_mount_brackets_that_mount_first() -> None:
+    """Every mount shared, as systemd leaves a host: the yard's own mount keeps its group through a
+    keeper bound before it goes private, the yard is made private under it, and it rejoins last."""
+    tree = tree_of(*SHARED_ROOT)
+    targets = targets_of(("open", 1, "/x/f"))
+    plan = make_plan(tree, targets)
+    assert ops(plan) == [
+        ("keeper-bind", 1, "/", "/.overmount-yard/0"),
+        ("make-private", 1, "/", None),
+        ("yard-create", None, "/.overmount-yard", None),
+        # 3's parent is 1, already private: no second bracket.
+        ("move-aside", 3, "/x", "/.overmount-yard/1"),
+        ("open", 1, "/x/f", None),
+        ("move-back", 3, "/.overmount-yard/1", "/x"),
+        ("rejoin-group", 1, "/.overmount-yard/0", "/"),
+        ("keeper-remove", 1, "/.overmount-yard/0", None),
+        ("yard-remove", None, "/.overmount-yard", None),
+    ]
+    assert check_plan(tree, targets, list(plan.steps)) == []
+    # A yard in a slave-only mount needs no bracket: a slave sends nothing to its master's group.
+    plan = make_plan(tree, targets, yard="/run/yard")
+    assert [(s.op, s.mount) for s in plan.steps][:3] == [("yard-create", None), ("keeper-bind", 1), ("make-private", 1)]
+    assert check_plan(tree, targets, list(plan.steps)) == []
+
+
+def test_a_shared_yard_mount_that_cannot_be_bracketed_is_refused_with_why() -> None:
+    targets = targets_of(("open", 1, "/x/f"))
+    with pytest.raises(PlanRefused, match=r"yard /.overmount-yard: the mount it lies in, 1, is shared; putting it back "
+                                          r"in its peer group needs MOVE_MOUNT_SET_GROUP \(Linux 5.15\+\)"):
+        make_plan(tree_of(*SHARED_ROOT), targets, kernel=(5, 10))
+    unbindable = tree_of("1 0 8:1 / / rw shared:1 unbindable - ext4 /dev/vda rw", *SHARED_ROOT[1:])
+    with pytest.raises(PlanRefused, match="the mount it lies in, 1, is shared and unbindable"):
+        make_plan(unbindable, targets)
+
+
+def test_check_refuses_a_yard_made_under_a_shared_mount_or_a_keeper_bound_too_late() -> None:
+    tree = tree_of(*SHARED_ROOT)
+    targets = targets_of(("open", 1, "/x/f"))
+    plan = list(make_plan(tree, targets).steps)
+    unbracketed = [s for s in plan if s.mount != 1]
+    assert check_plan(tree, targets, unbracketed)[0].startswith(
+        "step 0 (yard-create /.overmount-yard): yard /.overmount-yard lands in mount 1, which is shared: copies would propagate")
+    late = [plan[1], plan[0], *plan[2:]]  # make-private before the keeper: the group is lost
+    assert any("tree not restored: mount 1" in p for p in check_plan(tree, targets, late))
 
 
 def test_a_yard_inside_a_mount_that_must_move_is_refused() -> None:

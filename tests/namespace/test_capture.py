@@ -39,6 +39,8 @@ CHILD = PRELUDE + textwrap.dedent(
     base, ready_fd, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     check(libc.unshare(CLONE_NEWNS | (CLONE_NEWNET if mode == "netns" else 0)), "unshare")
     check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    if mode == "rshared":  # what systemd leaves: every mount shared (in this namespace's own groups)
+        check(libc.mount(None, b"/", None, MS_REC | (1 << 20), None), "make / rshared")
     check(libc.mount(b"lower", base.encode(), b"tmpfs", 0, b"size=1m"), "mount lower")
     top = base
     if mode == "chroot":

@@ -59,7 +59,7 @@ def overmount(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "planner", *args], capture_output=True, text=True, cwd=REPO, check=False)
 
 
-@pytest.mark.parametrize("overmounted_child", ["plain"], indirect=True)
+@pytest.mark.parametrize("overmounted_child", ["plain", "rshared"], indirect=True)
 def test_capture_plan_run_of_a_live_process(overmounted_child: tuple[int, str, str], tmp_path: Path) -> None:
     """The three README commands against a process that overmounted its own objects."""
     pid, top, _ = overmounted_child
@@ -79,8 +79,14 @@ def test_capture_plan_run_of_a_live_process(overmounted_child: tuple[int, str, s
     by_id = {t["id"]: t for t in report["targets"]}
     for target in hidden.values():
         assert by_id[target.id]["got_mount"] == target.mount and by_id[target.id]["ok"], by_id[target.id]
-    moves = [s for s in json.loads(plan_file.read_text())["steps"] if s["op"] == "move-aside"]
+    steps = json.loads(plan_file.read_text())["steps"]
+    moves = [s for s in steps if s["op"] == "move-aside"]
     assert len(moves) == 1  # one cover, one bracket for all four
+    mounts = MountTree(dump.mounts, dump.source)
+    if mounts.root.shared is not None:  # rshared, as systemd leaves it: the yard's mount is bracketed first
+        assert all(m.shared is not None for m in mounts.mounts)
+        assert [(s["op"], s.get("mount")) for s in steps[:3]] == [
+            ("keeper-bind", mounts.root.mount_id), ("make-private", mounts.root.mount_id), ("yard-create", None)]
 
 
 def test_criu_socket_case_is_bound_in_the_hidden_directory() -> None:
