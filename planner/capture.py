@@ -573,8 +573,10 @@ def _unix_sockets(cap: _Capture, sockets: dict[int, list[int]]) -> None:
     try:
         found = _diag_in_netns(cap.pid, set(sockets))
     except (OSError, ImportError) as exc:
+        why = (f"the Python package {exc.name} is not installed here: pip install {exc.name}"
+               if isinstance(exc, ImportError) and exc.name else str(exc))
         for inode, fds in sorted(sockets.items()):
-            cap.skip(f"sk-{inode}", "bind", None, None, f"sock_diag unavailable: {exc}", fds=fds)
+            cap.skip(f"sk-{inode}", "bind", None, None, f"sock_diag unavailable: {why}", fds=fds)
         return
     for inode, fds in sorted(sockets.items()):
         target_id = f"sk-{inode}"

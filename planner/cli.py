@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import itertools
 import json
+import locale
 import os
+import shutil
 import signal
 import sys
 from typing import Any
 
 import click
 
-from planner import render
+from planner import __version__, render
 from planner.analysis import analyze
 from planner.check import check_plan
-from planner.dump import Dump, decode, json_element_lines, key_line, load, load_json, read_input
+from planner.dump import DUMP_FORMAT, Dump, decode, json_element_lines, key_line, load, load_json, read_input
 from planner.errors import DumpError, InputError, PlannerError, PlanRejected
 from planner.output import write_output
 from planner.paths import is_clean, unusable
@@ -27,7 +29,104 @@ from planner.plan import DEFAULT_YARD, make_plan
 from planner.steps import FORMAT, Step, step_from_json
 from planner.tree import MountTree
 
-TARGET_HELP = "add a target MOUNT:PATH[:KIND]; KIND is open (default), chdir, root, bind, mmap or mount-source=TO"
+TARGET_HELP = (
+    "add a target (repeatable): the object at PATH in mount MOUNT; KIND is open (default), chdir, root, bind, "
+    "mmap or mount-source=TO. PATH may hold ':' (KIND is read only when it is one of these)"
+)
+DUMP_HELP = (
+    "DUMP is an overmount-dump/1 JSON file (what capture writes), a scenario .toml, a bare /proc/PID/mountinfo "
+    "(targets then come from --target), a directory of `crit decode --pretty` JSON, or - for standard input."
+)
+SEED = "scenarios/01-seed-lxd-cgroup.toml"
+
+
+class _Command(click.Command):
+    """A command whose --help ends with examples and its exit statuses."""
+
+    def __init__(self, *args: Any, examples: tuple[str, ...] = (), exits: tuple[tuple[str, str], ...] = (),
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.examples = examples
+        self.exits = exits
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        return _help_option(self, ctx)
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_help_text(ctx, formatter)
+        if any(isinstance(p, click.Argument) and p.metavar == "DUMP" for p in self.params):
+            with formatter.indentation():
+                formatter.write_paragraph()
+                formatter.write_text(DUMP_HELP)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        _examples_and_exits(formatter, self.examples, self.exits)
+        super().format_epilog(ctx, formatter)
+
+
+class _Group(click.Group):
+    """Commands listed in the order a user meets them, not alphabetically."""
+
+    def __init__(self, *args: Any, examples: tuple[str, ...] = (), exits: tuple[tuple[str, str], ...] = (),
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.examples = examples
+        self.exits = exits
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        return _help_option(self, ctx)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        _examples_and_exits(formatter, self.examples, self.exits)
+        formatter.write_paragraph()
+        formatter.write_text(f"Run '{ctx.command_path} COMMAND --help' for a command's options.")
+
+
+def _help_option(command: click.Command, ctx: click.Context) -> click.Option | None:
+    option = click.Command.get_help_option(command, ctx)
+    if option is not None:
+        option.help = "show this help and exit"  # worded like every other option here
+    return option
+
+
+def _examples_and_exits(formatter: click.HelpFormatter, examples: tuple[str, ...], exits: tuple[tuple[str, str], ...]) -> None:
+    if examples:
+        with formatter.section("Examples"):
+            for example in examples:  # as typed: never rewrapped
+                formatter.write(f"{'':>{formatter.current_indent}}{example}\n")
+    if exits:
+        with formatter.section("Exit status"):
+            formatter.write_dl(list(exits))
+
+
+EXIT_USAGE = ("2", "bad input or usage: one line on standard error naming the file and line")
+EXIT_INTERRUPTED = ("130", "interrupted (Ctrl-C); anything made in a namespace went with it")
+
+def _count(count: int, noun: str) -> str:
+    return render.plural(count, noun)
+
+
+def _table_style() -> render.TableStyle:
+    """Box-drawing tree bars where standard output can show them, ASCII where not (as findmnt):
+    an encoding without them, or a locale whose charset is not UTF-8 (Python speaks UTF-8 in the
+    C locale, PEP 540, but the terminal need not). On a terminal, its width to fit into."""
+    encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+    try:
+        "├└│─…".encode(encoding)
+        unicode = locale.nl_langinfo(locale.CODESET).upper().replace("-", "") == "UTF8"
+    except (UnicodeEncodeError, LookupError):
+        unicode = False
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    return render.TableStyle(unicode=unicode, width=width)
+
+
+def _echo(text: str) -> None:
+    """Text for people on standard output, in its encoding; what it cannot show is escaped, not fatal."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    write_output(None, text.encode(encoding, "backslashreplace"))
 
 
 def _tree(dump: Dump) -> MountTree:
@@ -66,11 +165,15 @@ def _yard_option(_ctx: click.Context, _param: click.Parameter, value: str | None
 def load_plan(path: str) -> list[Step]:
     source, data = read_input(path)
     text = decode(data, source)
+    make_one = "overmount plan DUMP --format json -o PLAN"
+    if not text.lstrip().startswith(("{", "[")):  # the text or shell rendering: people's, not a plan file
+        raise DumpError(source, 1, f"not a JSON plan: PLAN is {FORMAT} JSON ({make_one})")
     raw = load_json(text, source)
     if not isinstance(raw, dict):
         raise DumpError(source, 1, f"expected a {FORMAT} object")
     if raw.get("format") != FORMAT:
-        raise DumpError(source, key_line(text, "format"), f"format must be {FORMAT!r}, got {raw.get('format')!r}")
+        hint = f": that is a dump; its plan comes from {make_one}" if raw.get("format") == DUMP_FORMAT else ""
+        raise DumpError(source, key_line(text, "format"), f"format must be {FORMAT!r}, got {raw.get('format')!r}{hint}")
     if not isinstance(raw.get("steps"), list):
         raise DumpError(source, key_line(text, "steps"), "'steps' must be a list")
     lines = json_element_lines(text, "steps")
@@ -86,56 +189,116 @@ def load_plan(path: str) -> list[Step]:
     return steps
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+TARGET_OPTION = click.option("--target", "targets", multiple=True, metavar="MOUNT:PATH[:KIND]", help=TARGET_HELP)
+ALL_OPTION = click.option("--all", "show_all", is_flag=True,
+                          help="list every target; by default those not hidden are summarised in one line")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
+             examples=(f"overmount analyze {SEED}",
+                       "overmount capture --pid 4242 -o dump.json && overmount run dump.json"),
+             exits=(("0", "done"), ("1", "no plan the kernel would accept, or a plan failed check or run (rolled back)"),
+                    EXIT_USAGE, EXIT_INTERRUPTED))
+@click.version_option(__version__, "-V", "--version", message=f"overmount %(version)s ({FORMAT}, {DUMP_FORMAT})",
+                      help="print the version and the formats it reads and writes")
 def cli() -> None:
     """Plan and prove move-aside restores of objects hidden under overmounts.
 
-    DUMP is an overmount-dump/1 JSON file, a scenario .toml, a bare mountinfo
-    file, a directory of `crit decode --pretty` JSON, or - for standard input.
+    A checkpointed process held files, a cwd, sockets or mappings on paths that
+    another mount now covers. overmount shows which, plans the moves that uncover
+    them and put every mount back, checks the plan, and proves it with real
+    syscalls in a throwaway mount namespace.
     """
 
 
-@cli.command("analyze")
+@cli.command(cls=_Command, examples=("overmount capture --pid 4242 -o dump.json",),
+             exits=(("0", "the dump is written"), ("2", "no such process, no permission, or it exited meanwhile")))
+@click.option("--pid", required=True, type=int, metavar="PID", help="the process to capture (needs root or ptrace access)")
+@click.option("-o", "--output", metavar="FILE", help="write the dump here instead of standard output")
+def capture(pid: int, output: str | None) -> None:
+    """Dump a live process: its mounts and every object it holds.
+
+    Writes an overmount-dump/1: the process's mount table and its open files,
+    cwd, root, file mappings and bound unix sockets as targets, each in the
+    mount it really lives in; what cannot be a target is listed under
+    "skipped" with the reason.
+    """
+    from planner.capture import capture_pid
+
+    _emit(json.dumps(capture_pid(pid), indent=2) + "\n", output)
+
+
+@cli.command("analyze", cls=_Command,
+             examples=(f"overmount analyze {SEED}", "overmount analyze /proc/4242/mountinfo --target 123:/run/app.sock:bind"),
+             exits=(("0", "the analysis is printed"), EXIT_USAGE))
 @click.argument("dump_path", metavar="DUMP")
-@click.option("--target", "targets", multiple=True, metavar="MOUNT:PATH[:KIND]", help=TARGET_HELP)
-@click.option("--json", "as_json", is_flag=True, help="print the analysis as JSON")
-def analyze_cmd(dump_path: str, targets: tuple[str, ...], as_json: bool) -> None:
-    """Which mounts and targets are hidden, and by which mounts."""
+@TARGET_OPTION
+@ALL_OPTION
+@click.option("--json", "as_json", is_flag=True, help="print the analysis as JSON (every mount and target)")
+def analyze_cmd(dump_path: str, targets: tuple[str, ...], show_all: bool, as_json: bool) -> None:
+    """Show which mounts and targets are hidden, and by what.
+
+    Prints the mount tree as findmnt does; each hidden mount and target says
+    which mounts cover it, and the last line how few mounts a plan must move.
+    """
     dump = load(dump_path, targets)
     analysis = analyze(_tree(dump), dump.targets)
     if as_json:
         click.echo(json.dumps(render.analysis_json(analysis), indent=2))
     else:
-        click.echo(render.analysis_text(analysis), nl=False)
+        _echo(render.analysis_text(analysis, show_all=show_all, style=_table_style()))
 
 
-@cli.command()
+@cli.command(cls=_Command,
+             examples=(f"overmount plan {SEED}", "overmount plan dump.json --format json -o plan.json"),
+             exits=(("0", "the plan is written"),
+                    ("1", "no plan the kernel would accept exists (the reason, and the way out where there is one)"),
+                    EXIT_USAGE))
 @click.argument("dump_path", metavar="DUMP")
-@click.option("--target", "targets", multiple=True, metavar="MOUNT:PATH[:KIND]", help=TARGET_HELP)
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "shell"]), default="text", show_default=True)
-@click.option("--yard", callback=_yard_option,
+@TARGET_OPTION
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "shell"]), default="text", show_default=True,
+              help=f"text for people; json ({FORMAT}) for check, run --plan and other tools; shell: util-linux commands")
+@click.option("--yard", callback=_yard_option, metavar="PATH",
               help=f"where covering mounts are parked [default: {DEFAULT_YARD}, or in a forest whose / is not listed, "
                    "the same name in a listed tmpfs]")
-@click.option("--kernel", callback=_kernel_option, metavar="X.Y", help="plan for this kernel (default: the running one)")
+@click.option("--kernel", callback=_kernel_option, metavar="X.Y",
+              help="plan for this kernel release (default: the running one)")
+@ALL_OPTION
 @click.option("-o", "--output", metavar="FILE", help="write the plan here instead of standard output")
-def plan(dump_path: str, targets: tuple[str, ...], fmt: str, yard: str | None, kernel: tuple[int, int], output: str | None) -> None:
-    """An ordered move-aside plan that reaches every target and restores the tree."""
+def plan(dump_path: str, targets: tuple[str, ...], fmt: str, yard: str | None, kernel: tuple[int, int],
+         show_all: bool, output: str | None) -> None:
+    """Plan the moves that reach every target and restore the tree.
+
+    Covering mounts move into a private yard, each target is reached, and the
+    mounts move back in reverse order. Targets that share covers share one
+    move. The JSON keeps every step; text and shell list the hidden targets
+    and summarise the rest unless --all is given.
+    """
     dump = load(dump_path, targets)
     result = make_plan(_tree(dump), dump.targets, yard=yard, kernel=kernel, locked=dump.locked_mounts)
     if fmt == "json":
         _emit(json.dumps(render.plan_json(result), indent=2) + "\n", output)
     elif fmt == "shell":
-        _emit(render.plan_shell(result, dump.source, dump.file_mounts), output)
+        _emit(render.plan_shell(result, dump.source, dump.file_mounts, show_all=show_all), output)
     else:
-        _emit(render.plan_text(result, dump.source), output)
+        _emit(render.plan_text(result, dump.source, show_all=show_all), output)
 
 
-@cli.command()
+@cli.command(cls=_Command,
+             examples=(f"overmount plan {SEED} --format json -o plan.json",
+                       f"overmount check {SEED} plan.json"),
+             exits=(("0", "the plan reaches every target and restores the tree"),
+                    ("1", "it does not: the first problem is printed"), EXIT_USAGE))
 @click.argument("dump_path", metavar="DUMP")
 @click.argument("plan_path", metavar="PLAN")
-@click.option("--target", "targets", multiple=True, metavar="MOUNT:PATH[:KIND]", help=TARGET_HELP)
+@TARGET_OPTION
 def check(dump_path: str, plan_path: str, targets: tuple[str, ...]) -> None:
-    """Verify a plan symbolically: right mounts moved, every target reached, tree restored."""
+    """Verify a plan without running it.
+
+    Executes PLAN (overmount-plan/1 JSON, ours or hand-edited) symbolically on
+    DUMP's tree: each move takes the mount it names and the kernel would allow
+    it, each target step reaches its own mount, and the tree ends as it began.
+    """
     dump = load(dump_path, targets)
     steps = load_plan(plan_path)
     tree = _tree(dump)
@@ -144,17 +307,30 @@ def check(dump_path: str, plan_path: str, targets: tuple[str, ...]) -> None:
     if problems:
         raise PlanRejected(problems)
     moves = sum(1 for s in steps if s.op == "move-aside")
-    click.echo(f"ok: {len(steps)} steps, {moves} moves, {len(dump.targets)} targets reached, tree restored")
+    click.echo(f"ok: {_count(len(steps), 'step')}, {_count(moves, 'move')}, "
+               f"{_count(len(dump.targets), 'target')} reached, tree restored")
 
 
-@cli.command()
+@cli.command(cls=_Command,
+             examples=(f"overmount run {SEED}", "overmount run dump.json --plan plan.json --json"),
+             exits=(("0", "every target was reached in its own mount, the tree is identical, the yard gone"),
+                    ("1", "refused, or a step or a verification failed (rolled back; the report says what)"),
+                    EXIT_USAGE, EXIT_INTERRUPTED))
 @click.argument("dump_path", metavar="DUMP")
-@click.option("--target", "targets", multiple=True, metavar="MOUNT:PATH[:KIND]", help=TARGET_HELP)
-@click.option("--plan", "plan_path", metavar="PLAN", help="run this plan instead of planning afresh")
-@click.option("--yard", callback=_yard_option, help="where covering mounts are parked (as plan's --yard)")
+@TARGET_OPTION
+@click.option("--plan", "plan_path", metavar="PLAN", help="run this plan (checked first) instead of planning afresh")
+@click.option("--yard", callback=_yard_option, metavar="PATH", help="where covering mounts are parked (as plan's --yard)")
+@ALL_OPTION
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON (also when it stops early)")
-def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: str | None, as_json: bool) -> None:
-    """Build a replica in a throwaway namespace, run the plan, verify with the kernel."""
+def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: str | None, show_all: bool,
+        as_json: bool) -> None:
+    """Prove a plan with real syscalls in a throwaway mount namespace.
+
+    Builds a replica of DUMP's tree (a tmpfs per filesystem), runs the plan,
+    and asks the kernel where each target landed; at the end the tree must be
+    identical and the yard gone. Nothing happens in the caller's namespace;
+    without root it runs in a user namespace.
+    """
     from planner import execute
 
     if plan_path is not None and yard is not None:
@@ -163,32 +339,23 @@ def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: s
     tree = _tree(dump)
     if plan_path is not None:
         steps = load_plan(plan_path)
-        analyze(tree, dump.targets)
+        in_view = {f.target.id for f in analyze(tree, dump.targets).targets if not f.hidden}
         problems = check_plan(tree, dump.targets, steps, dump.locked_mounts)
         if problems:
             raise PlanRejected(problems)
     else:
         plan = make_plan(tree, dump.targets, yard=yard, kernel=_running_kernel(), locked=dump.locked_mounts)
         steps = list(plan.steps)
+        in_view = set(plan.in_view)
     report: dict[str, Any] = execute.execute(
         list(dump.mounts), list(dump.targets), [s.as_json() for s in steps], file_mounts=dump.file_mounts
     )
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        click.echo(execute.report_text(report), nl=False)
+        _echo(execute.report_text(report, summarise=set() if show_all else in_view))
     if not report.get("ok"):
         sys.exit(1)
-
-
-@cli.command()
-@click.option("--pid", required=True, type=int, help="the process to capture")
-@click.option("-o", "--output", metavar="FILE", help="write the dump here instead of standard output")
-def capture(pid: int, output: str | None) -> None:
-    """Write an overmount-dump/1 of a live process: mounts, open files, cwd, mappings, unix sockets."""
-    from planner.capture import capture_pid
-
-    _emit(json.dumps(capture_pid(pid), indent=2) + "\n", output)
 
 
 class Interrupted(BaseException):
@@ -206,10 +373,15 @@ def main() -> None:
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
+    except click.exceptions.NoArgsIsHelpError as bare:
+        # `overmount` alone: what it does and its commands, readable (a usage error all the same).
+        click.echo(bare.ctx.get_help() if bare.ctx is not None else cli.name, err=True)
+        sys.exit(2)
     except click.UsageError as err:
         # One line, like every other bad input (click's own three lines add nothing a script reads).
         where = f"{err.ctx.info_name}: " if err.ctx is not None and err.ctx.parent is not None else ""
-        _fail(f"{where}{err.format_message()} (see --help)", 2, json_errors)
+        helper = f"{err.ctx.command_path} --help" if err.ctx is not None else "--help"
+        _fail(f"{where}{err.format_message()} (see '{helper}')", 2, json_errors)
     except click.ClickException as err:
         _fail(err.format_message(), 2 if err.exit_code in (1, 2) else err.exit_code, json_errors)
     except (Interrupted, KeyboardInterrupt, click.exceptions.Abort):
@@ -220,6 +392,10 @@ def main() -> None:
         _fail(str(err), err.exit_status, json_errors, err)
     except BrokenPipeError:
         sys.exit(1)
+    except ModuleNotFoundError as err:  # a dependency missing from this environment: say which, and how to get it
+        package = (err.name or "?").split(".")[0]
+        _fail(f"this needs the Python package {package!r}, which is not installed here: pip install {package} "
+              "(or install overmount-planner with its dependencies)", 1, json_errors)
 
 
 def _wants_json(args: list[str]) -> bool:

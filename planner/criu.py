@@ -62,6 +62,10 @@ from planner.errors import DumpError
 from planner.mountinfo import Mount, render_line
 from planner.targets import file_type_of
 
+# How to turn a CRIU dump directory's images into what we read, and where crit comes from.
+CRIT_DECODE = ("decode the images first: for i in *.img; do crit decode --pretty -i \"$i\" -o \"${i%.img}.json\"; done "
+               "(crit comes with CRIU: apt install criu)")
+
 FORMAT = "overmount-dump/1"
 
 # images/mnt.proto `enum fstype` -> the kernel's name, as criu/filesystems.c spells it.
@@ -715,7 +719,8 @@ def _from_dir(directory: str) -> tuple[_Image, _Image | None, list[_Task], list[
         return next(iter(found.values())) if len(found) == 1 else None
 
     if "mountpoints" not in numbered:
-        hint = " (binary .img files here: decode them with crit first)" if any(n.endswith(".img") for n in names) else ""
+        hint = (f": binary .img files here, {CRIT_DECODE}" if any(n.endswith(".img") for n in names) else
+                " (a directory as DUMP is a CRIU dump decoded by crit)")
         raise DumpError(directory, None, f"no mountpoints-N.json{hint}")
     files = opt("files.json", "files")
     pstree = opt("pstree.json", "pstree")

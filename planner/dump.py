@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import re
@@ -184,7 +185,11 @@ def _mountinfo_text(raw: object, source: str, line: int | None) -> str:
 
 def from_json(data: dict[str, Any], source: str, text: str) -> Dump:
     if data.get("format") != DUMP_FORMAT:
-        raise DumpError(source, key_line(text, "format"), f"format must be {DUMP_FORMAT!r}, got {_short(repr(data.get('format')))}")
+        hint = ""
+        if data.get("format") == "overmount-plan/1":  # the arguments swapped, or a plan for a dump
+            hint = ": that is a plan; give the dump it was made for (overmount check DUMP PLAN, overmount run DUMP --plan PLAN)"
+        raise DumpError(source, key_line(text, "format"),
+                        f"format must be {DUMP_FORMAT!r}, got {_short(repr(data.get('format')))}{hint}")
     info = _mountinfo_text(data.get("mountinfo"), source, key_line(text, "mountinfo"))
     # The embedded table's own line numbers name its lines, for parse and tree errors alike.
     table = f"{source} (mountinfo)"
@@ -219,22 +224,32 @@ def from_toml(text: str, source: str) -> Dump:
 
 
 def parse_target_option(option: str, index: int) -> Target:
-    """MOUNT:PATH[:KIND], KIND one of the target kinds; mount-source takes its destination as KIND=TO."""
+    """MOUNT:PATH[:KIND], KIND one of the target kinds; mount-source takes its destination as KIND=TO.
+
+    PATH may hold colons (/run/user/1000/bus:1, by-path device names): what follows the last
+    colon is KIND only when it is one of the kinds (or mount-source=TO, whose TO may hold colons
+    too). A word there that looks like a mistyped kind is refused rather than taken as part of
+    the path, which would plan the wrong operation; a path that really ends so says its kind.
+    """
     where = f"--target {option}"
     mount_text, _, rest = option.partition(":")
     if not (mount_text.isascii() and mount_text.isdigit() and len(mount_text) <= 18) or not rest:
         raise TargetError(where, None, "expected MOUNT:PATH[:KIND], MOUNT a mount id")
-    kind, to = "open", None
-    path = rest
-    head, colon, tail = rest.rpartition(":")
-    if colon and (tail in KINDS or tail.startswith("mount-source=")):
-        path = head
-        kind, _, to_text = tail.partition("=")
-        to = to_text or None
-    elif colon and "/" not in tail:
-        # Not silently part of the path: a mistyped KIND would plan the wrong operation.
-        # A path that really ends in ':word' names its kind explicitly (MOUNT:/a:b:open).
-        raise TargetError(where, None, f"unknown kind {tail!r} (one of {', '.join(KINDS)}; mount-source=TO)")
+    path, kind, to = rest, "open", None
+    head, source_kind, to_text = rest.partition(":mount-source=")
+    if source_kind:
+        path, kind, to = head, "mount-source", to_text or None
+    else:
+        head, colon, tail = rest.rpartition(":")
+        if colon and tail in KINDS:
+            path, kind = head, tail
+        elif colon and "/" not in tail:
+            near = difflib.get_close_matches(tail.lower(), KINDS, n=1, cutoff=0.75)
+            if near:
+                raise TargetError(where, None, f"unknown kind {tail!r}: did you mean {near[0]}? (kinds: {', '.join(KINDS)}; "
+                                                f"a path that ends in ':{tail}' says its kind: {mount_text}:{rest}:open)")
+    if kind == "mount-source" and to is None:
+        raise TargetError(where, None, "mount-source needs where the bind goes: MOUNT:PATH:mount-source=TO")
     return Target(f"t{index}", kind, int(mount_text), path, to, origin=where)
 
 
@@ -268,6 +283,10 @@ def load(path: str, target_options: tuple[str, ...] | list[str] = ()) -> Dump:
         dump = from_json(criu.dump_from_crit(path), path, "")
     else:
         source, data = read_input(path)
+        if source.endswith(".img") and not data.isascii():
+            from planner.criu import CRIT_DECODE
+
+            raise DumpError(source, None, f"a binary CRIU image: {CRIT_DECODE}, then give the directory as DUMP")
         text = decode(data, source)
         if "\0" in text:
             raise DumpError(source, line_of(text, "\0"), "NUL byte in input")

@@ -48,7 +48,7 @@ from typing import Any
 from planner import kernel
 from planner.mountinfo import Mount
 from planner.paths import from_root, is_clean
-from planner.render import printable
+from planner.render import kinds_summary, plural, printable
 from planner.replica import (
     Replica,
     TargetObject,
@@ -1104,9 +1104,38 @@ def execute(
     )
 
 
-def report_text(report: Mapping[str, Any]) -> str:
-    """The report for people: verdict, failing step, each target, the tree and the yard."""
-    lines = [f"{'ok' if report['ok'] else 'FAILED'}: {report['steps_run']} steps run"]
+_NOUN_OF_TYPE = {"regular": "file", "directory": "directory", "fifo": "FIFO", "char": "char device",
+                 "block": "block device", "socket": "socket"}
+_NOUN_OF_KIND = {"open": "file", "chdir": "directory", "root": "directory", "bind": "socket", "mmap": "file",
+                 "mount-source": "directory"}
+
+
+def _target_line(t: Mapping[str, Any]) -> str:
+    """One target's verdict in words a person can act on: where the kernel says it landed, and on what."""
+    kind = t["kind"] if t.get("file_type") in (None, "regular", "directory") else f"{t['kind']} {t['file_type']}"
+    head = f"target {t['id']} ({kind})"
+    if t["step"] is None:
+        return f"{head}: not reached (the run stopped before its step)"
+    noun = _NOUN_OF_TYPE.get(t.get("file_type") or "", _NOUN_OF_KIND.get(t["kind"], "object"))
+    got, want = t["got_mount"], t["expected_mount"]
+    where = f"mount {got}" if isinstance(got, int) else f"a mount the dump does not have ({got})"
+    if got != want:
+        return f"{head}: WRONG, reached {where}, not mount {want} where the dump has it ({t['detail']})"
+    if not t["inode_ok"]:
+        return f"{head}: WRONG, in mount {want} but not the {noun} the replica made there ({t['detail']})"
+    if not t.get("type_ok", True):
+        return f"{head}: WRONG, in mount {want} but the object's type or access is not the dump's ({t['detail']})"
+    made = "the new mount shows the directory" if t["kind"] == "mount-source" else f"the {noun}"
+    return f"{head}: ok, {made} the replica made in mount {want}"
+
+
+def report_text(report: Mapping[str, Any], summarise: Collection[str] = ()) -> str:
+    """The report for people: verdict, failing step, each target, the tree and the yard.
+
+    Targets in `summarise` (those not hidden) that passed are counted in one line when there
+    are two or more; a target that failed is always listed.
+    """
+    lines = [f"{'ok' if report['ok'] else 'FAILED'}: {plural(report['steps_run'], 'step')} run"]
     failed = report.get("failed_step")
     if failed:
         err = f"{failed['errno_name']} " if failed.get("errno_name") else ""
@@ -1115,20 +1144,18 @@ def report_text(report: Mapping[str, Any]) -> str:
     for lost in report.get("unrestored", []):
         where = f", now at {lost['now_at']}" if lost.get("now_at") else ""
         lines.append(f"NOT RESTORED: {lost.get('mount', lost.get('path'))}{where}: {lost['reason']}")
+    quiet = [t for t in report["targets"] if t["id"] in summarise and t["ok"] and not t.get("stand_in")]
+    if len(quiet) < 2:
+        quiet = []
     for t in report["targets"]:
-        if t["step"] is None:
-            lines.append(f"target {t['id']} ({t['kind']}): not reached (the run stopped before its step)")
+        if quiet and t in quiet:
             continue
-        verdict = "ok" if t["ok"] else "WRONG"
-        inode = "inode ok" if t["inode_ok"] else "inode differs"
-        kind = t["kind"] if t.get("file_type") in (None, "regular", "directory") else f"{t['kind']} {t['file_type']}"
-        if not t.get("type_ok", True):
-            inode += ", type differs"
-        lines.append(
-            f"target {t['id']} ({kind}): mount {t['got_mount']} (expected {t['expected_mount']}), {inode}: {verdict}"
-        )
+        lines.append(_target_line(t))
         if t.get("stand_in"):
             lines.append(f"  stand-in: {t['stand_in']}")
+    if quiet:
+        kinds = kinds_summary(t["kind"] for t in quiet)
+        lines.append(f"{len(quiet)} targets not hidden ({kinds}): ok, each in its own mount (--all lists them)")
     lines.append("tree identical" if report["tree_identical"] else "TREE CHANGED: " + "; ".join(report["tree_diff"]))
     lines.append("yard empty" if report["yard_empty"] else "YARD NOT EMPTY")
     stand_in = report.get("stand_in")

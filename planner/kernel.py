@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from planner import msflags
-from planner.errors import KernelError
+from planner.errors import KernelError, NotPermitted
 
 # --- constants (include/uapi/linux/{sched,mount,fcntl,openat2,stat}.h) -----------------
 
@@ -502,13 +502,23 @@ def enter_private_namespace(user_ns: bool | None = None) -> None:
     """
     uid, gid = os.geteuid(), os.getegid()
     with_user = user_ns is True or (user_ns is None and uid != 0)
-    if with_user:
-        unshare(CLONE_NEWUSER | CLONE_NEWNS)
-        _write_file("/proc/self/setgroups", "deny")
-        _write_file("/proc/self/uid_map", f"0 {uid} 1\n")
-        _write_file("/proc/self/gid_map", f"0 {gid} 1\n")
-    else:
-        unshare(CLONE_NEWNS)
+    try:
+        if with_user:
+            unshare(CLONE_NEWUSER | CLONE_NEWNS)
+            _write_file("/proc/self/setgroups", "deny")
+            _write_file("/proc/self/uid_map", f"0 {uid} 1\n")
+            _write_file("/proc/self/gid_map", f"0 {gid} 1\n")
+        else:
+            unshare(CLONE_NEWNS)
+    except OSError as err:
+        if with_user:
+            way_out = ("run as root, or where unprivileged user namespaces are allowed (user.max_user_namespaces above 0; "
+                       "kernel.unprivileged_userns_clone=1 on Debian kernels; "
+                       "kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu 23.10+)")
+        else:
+            way_out = "this root lacks CAP_SYS_ADMIN or unshare(2) is filtered (a container: --cap-add SYS_ADMIN)"
+        what = "a user and mount namespace" if with_user else "a mount namespace"
+        raise NotPermitted(f"cannot make {what} to work in ({os.strerror(err.errno) if err.errno else err}): {way_out}") from None
     # From here on nothing we mount or move can reach the caller's namespace.
     make_propagation("/", MS_REC | MS_PRIVATE)
     global _throwaway_namespace
@@ -645,6 +655,6 @@ def can_make_namespaces() -> tuple[bool, str]:
         run_in_namespace(probe)
     except OSError as exc:
         return False, f"cannot make a private mount namespace with a tmpfs: {exc}"
-    except KernelError as exc:
+    except (KernelError, NotPermitted) as exc:
         return False, str(exc)
     return True, "root" if os.geteuid() == 0 else "user namespaces"

@@ -24,6 +24,9 @@ from planner.tree import MountTree
 
 DEFAULT_YARD = "/.overmount-yard"
 SET_GROUP_KERNEL = (5, 15)  # MOVE_MOUNT_SET_GROUP
+# The way out when a forest leaves something unknown: the table of the namespace root lists it all.
+WHOLE_TABLE = ("give the table as the mount namespace's root sees it (overmount capture as root reads it so, as "
+               "does nsenter -m -t PID cat /proc/self/mountinfo)")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,9 @@ class Plan:
     steps: tuple[Step, ...]
     lower_bound: int
     naive_moves: int
+    # Targets that are not hidden: reached at their own path, no move needed. Renderings for
+    # people summarise their steps; the plan (and its JSON) keeps every one.
+    in_view: frozenset[str] = frozenset()
 
     @property
     def moves(self) -> int:
@@ -166,7 +172,7 @@ class _Planner:
             raise PlanRefused(
                 f"target {target.id}: mount {mount} at {path} must move, and its parent, mount "
                 f"{self.tree.unlisted_parent[mount]}, is not in the table: the kernel refuses the move if that "
-                "mount is shared, and nothing here says whether it is"
+                f"mount is shared, and nothing here says whether it is; {WHOLE_TABLE}"
             )
         if not self.yard_made:
             self.make_yard()  # first: when the yard's own mount is shared, its bracket may be this parent's too
@@ -199,7 +205,8 @@ class _Planner:
         if self.kernel < SET_GROUP_KERNEL:
             raise PlanRefused(
                 f"{who} is shared; putting it back in its peer group "
-                f"needs MOVE_MOUNT_SET_GROUP (Linux 5.15+), planning for {self.kernel[0]}.{self.kernel[1]}"
+                f"needs MOVE_MOUNT_SET_GROUP (Linux 5.15+), planning for {self.kernel[0]}.{self.kernel[1]}: restore on "
+                f"5.15 or later (--kernel 5.15 plans for it)"
             )
         if parent in self.session.unbindable:
             raise PlanRefused(f"{who} is shared and unbindable: no keeper can be bound to hold its peer group")
@@ -209,7 +216,8 @@ class _Planner:
             on_top = landing.mount if landing is not None else None
             raise PlanRefused(
                 f"{who} is shared, and no path names it "
-                f"(mount {on_top} is on top of its root), so it cannot be made private for the move"
+                f"(mount {on_top} is on top of its root), so it cannot be made private for the move; a restorer that "
+                "builds the tree can keep an fd on it before the stack goes on, which a plan of paths cannot"
             )
         return home
 
@@ -443,7 +451,7 @@ def _make_plan(
             raise PlanRefused(
                 f"target {finding.target.id}: reaching {finding.target.path} depends on mount {unlisted}, which the "
                 f"table does not list (mount {top.mount_id} at {top.mountpoint} hangs from it; whether that lies "
-                "over the path or under it is unknown)"
+                f"over the path or under it is unknown); {WHOLE_TABLE}"
             )
     planner = _Planner(tree, analysis, yard or DEFAULT_YARD, kernel, locked)
     if yard is None:
@@ -454,7 +462,8 @@ def _make_plan(
     for finding in binds_last(target_order(analysis)):
         planner.reach(finding)
     planner.finish()
-    plan = Plan(planner.yard, tuple(planner.steps), analysis.lower_bound, analysis.naive_moves)
+    in_view = frozenset(f.target.id for f in analysis.targets if not f.hidden)
+    plan = Plan(planner.yard, tuple(planner.steps), analysis.lower_bound, analysis.naive_moves, in_view)
     # Every step already went through check's apply_step as it was emitted (emit()), so what
     # check_plan would add is its verdict on the end state; running all steps again would only
     # repeat the same simulation.

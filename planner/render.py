@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import shlex
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
 
-from planner.analysis import Analysis
+from planner.analysis import Analysis, TargetFinding
 from planner.errors import PlanRefused
 from planner.mountinfo import Mount
 from planner.plan import Plan
-from planner.steps import FORMAT, Step
+from planner.steps import FORMAT, TARGET_OPS, Step
+from planner.targets import KINDS
 
 
 def printable(text: str) -> str:
@@ -78,49 +82,104 @@ def analysis_json(analysis: Analysis) -> dict[str, object]:
     }
 
 
-def analysis_text(analysis: Analysis) -> str:
-    """A findmnt-like tree; hidden mounts and targets say what covers them."""
-    tree = analysis.tree
-    by_mount: dict[int, list[str]] = {}
-    for finding in analysis.targets:
-        t = finding.target
-        state = f"HIDDEN, covered by {_ids(c.mount for c in finding.covers)}" if finding.hidden else "reachable"
-        if finding.unlisted:
-            state = _unknown(finding.unlisted)
-        to = f" -> {printable(t.to)}" if t.to else ""
-        what = ", ".join(x for x in (t.file_type, t.access, t.rdev) if x is not None)
-        kind = f"{t.kind} ({what})" if what else t.kind
-        by_mount.setdefault(t.mount, []).append(f"* target {printable(t.id)} {kind} {printable(t.path)}{to}  [{state}]")
-    rows: list[tuple[str, Mount]] = []
+@dataclass(frozen=True)
+class TableStyle:
+    """How a table is drawn: tree bars in box-drawing characters or, where standard output cannot
+    show them, in ASCII (findmnt's fallback); `width`, when set, is the terminal's, to fit into."""
 
+    unicode: bool = True
+    width: int | None = None
+
+    @property
+    def branch(self) -> str:
+        return "├─" if self.unicode else "|-"
+
+    @property
+    def last(self) -> str:
+        return "└─" if self.unicode else "`-"
+
+    @property
+    def bar(self) -> str:
+        return "│ " if self.unicode else "| "
+
+    @property
+    def ellipsis(self) -> str:
+        return "…" if self.unicode else "..."
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 move', '3 moves'; 'target' -> 'targets'."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def analysis_text(analysis: Analysis, show_all: bool = False, style: TableStyle = TableStyle()) -> str:
+    """A findmnt-like tree; hidden mounts and targets say what covers them.
+
+    Columns are as wide as their widest cell, so a long source does not push the others out of
+    line; with style.width set (a terminal), SOURCE is cut with an ellipsis to keep STATUS in view.
+    Targets are listed under their mount, inside the tree's bars; those not hidden are counted
+    in one line per mount unless show_all.
+    """
+    tree = analysis.tree
+    by_mount: dict[int, list[TargetFinding]] = {}
+    for finding in analysis.targets:
+        by_mount.setdefault(finding.target.mount, []).append(finding)
+
+    # (tree prefix of the mount's line, prefix of the lines under it, the mount)
+    rows: list[tuple[str, str, Mount]] = []
     # A forest prints as findmnt prints one: each top at the left margin, no stand-in line.
     stack: list[tuple[Mount, str, str]] = [(top, "", "") for top in reversed(tree.tops)]
     while stack:  # iterative, so deep trees do not hit the recursion limit
         mount, lead, branch = stack.pop()
-        rows.append((lead + branch, mount))
+        below = lead + (style.bar if branch == style.branch else "  " if branch else "")
+        rows.append((lead + branch, below, mount))
         kids = tree.children.get(mount.mount_id, [])
-        below = lead + ("│ " if branch == "├─" else "  " if branch else "")
         for index in range(len(kids) - 1, -1, -1):
-            stack.append((kids[index], below, "└─" if index == len(kids) - 1 else "├─"))
-    width = min(60, max(len(lead) + len(printable(m.mountpoint)) for lead, m in rows))
-    lines = [f"{'TARGET':<{width}}  {'ID':>5}  {'FSTYPE':<10} {'SOURCE':<14} {'PROPAGATION':<16} STATUS"]
-    for lead, mount in rows:
+            stack.append((kids[index], below, style.last if index == len(kids) - 1 else style.branch))
+
+    header = ("TARGET", "ID", "FSTYPE", "SOURCE", "PROPAGATION", "STATUS")
+    cells = [header]
+    for lead, _below, mount in rows:
         covers = analysis.mount_covers.get(mount.mount_id)
         status = f"HIDDEN, covered by {_ids(c.mount for c in covers)}" if covers else ""
         if mount.mount_id in analysis.mount_unlisted:
             status = _unknown(analysis.mount_unlisted[mount.mount_id])
         name = lead + printable(mount.mountpoint) + (" (root deleted)" if mount.deleted else "")
-        lines.append(
-            f"{name:<{width}}  {mount.mount_id:>5}  {printable(mount.fstype):<10} {printable(mount.source) or '-':<14} {propagation(mount):<16} {status}".rstrip()
-        )
-        pad = " " * (len(lead) + 2)
-        for note in by_mount.get(mount.mount_id, []):
-            lines.append(pad + note)
+        cells.append((name, str(mount.mount_id), printable(mount.fstype), printable(mount.source) or "-",
+                      propagation(mount), status))
+    widths = [max(len(row[col]) for row in cells) for col in range(len(header) - 1)]
+    if style.width is not None:
+        # As findmnt does on a terminal: the SOURCE column gives way (with an ellipsis) first.
+        others = sum(widths) - widths[3] + 2 * (len(header) - 1) + max(len(row[-1]) for row in cells)
+        widths[3] = max(len("SOURCE"), min(widths[3], style.width - others))
+
+    def line(row: tuple[str, ...]) -> str:
+        source = row[3] if len(row[3]) <= widths[3] else row[3][: widths[3] - len(style.ellipsis)] + style.ellipsis
+        fields = (row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].ljust(widths[2]), source.ljust(widths[3]),
+                  row[4].ljust(widths[4]), row[5])
+        return "  ".join(fields).rstrip()
+
+    lines = [line(header)]
+    for (_lead, below, mount), row in zip(rows, cells[1:], strict=True):
+        lines.append(line(row))
+        findings = by_mount.get(mount.mount_id, [])
+        if not findings:
+            continue
+        # The target lines hang inside the mount's own bars: a bar goes on down when children follow.
+        pad = below + (style.bar if tree.children.get(mount.mount_id) else "  ")
+        in_view = [f for f in findings if not (f.hidden or f.unlisted)]
+        for finding in findings:
+            if show_all or finding not in in_view or len(in_view) == 1:
+                lines.append(pad + _target_note(finding))
+        if not show_all and len(in_view) > 1:
+            lines.append(pad + f"* {plural(len(in_view), 'target')} not hidden: {kinds_summary(f.target.kind for f in in_view)} "
+                         "(--all lists them)")
     hidden_targets = sum(1 for f in analysis.targets if f.hidden)
     lines.append("")
     lines.append(
-        f"{len(tree.mounts)} mounts, {len(analysis.mount_covers)} hidden; {len(analysis.targets)} targets, "
-        f"{hidden_targets} hidden; mounts that must move: {analysis.lower_bound} (lower bound), "
+        f"{plural(len(tree.mounts), 'mount')}, {len(analysis.mount_covers)} hidden; "
+        f"{plural(len(analysis.targets), 'target')}, {hidden_targets} hidden; "
+        f"mounts that must move: {analysis.lower_bound} (lower bound), "
         f"{analysis.naive_moves} if each target moved its own"
     )
     if tree.stand_in is not None:
@@ -131,6 +190,25 @@ def analysis_text(analysis: Analysis) -> str:
             f"mount{'s' if len(unlisted) > 1 else ''} {_ids(unlisted)}, not in the table"
         )
     return "\n".join(printable(line) for line in lines) + "\n"  # fields are escaped already; nothing slips by
+
+
+def _target_note(finding: TargetFinding) -> str:
+    t = finding.target
+    state = f"HIDDEN, covered by {_ids(c.mount for c in finding.covers)}" if finding.hidden else "not hidden"
+    if finding.unlisted:
+        state = _unknown(finding.unlisted)
+    to = f" -> {printable(t.to)}" if t.to else ""
+    what = ", ".join(x for x in (t.file_type, t.access, t.rdev) if x is not None)
+    kind = f"{t.kind} ({what})" if what else t.kind
+    return f"* target {printable(t.id)} {kind} {printable(t.path)}{to}  [{state}]"
+
+
+def kinds_summary(kinds: Iterable[str]) -> str:
+    """'20 mmap, 5 open, 1 chdir': how many targets of each kind, the most first ('open' for one)."""
+    counts = Counter(kinds)
+    if sum(counts.values()) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], KINDS.index(kv[0]))))
 
 
 def _unknown(unlisted: object) -> str:
@@ -155,17 +233,60 @@ def _step_text(step: Step) -> str:
     return f"{step.op:<13} {step.target}: {step.path}{extra} (mount {step.mount})"
 
 
-def plan_text(plan: Plan, source: str) -> str:
-    ops = sum(1 for s in plan.steps if s.target)
-    header = (
-        f"plan for {source}: {ops} targets, {plan.moves} moves aside and back "
-        f"(lower bound {plan.lower_bound}, naive {plan.naive_moves}), yard {plan.yard}"
-    )
+def in_place_steps(plan: Plan) -> list[int]:
+    """Indexes of the steps that reach a target not hidden: the restorer does them at the target's
+    own path, no move needed. Renderings for people may summarise them; the plan keeps them all.
+    A mount-source step is never among them: it makes a mount, which a script must show."""
+    return [i for i, s in enumerate(plan.steps) if s.target in plan.in_view and s.op in TARGET_OPS and s.op != "mount-source"]
+
+
+def _in_place_summary(plan: Plan, indexes: list[int], shell: bool = False) -> str:
+    """One line for the steps at `indexes`: how many, of which kinds, that they need no move."""
+    kinds = kinds_summary(plan.steps[i].op for i in indexes)
+    one = len(indexes) == 1
+    if shell:
+        how = ("the restoring process reaches it at its own path, before or after this script" if one else
+               "the restoring process reaches them at their own paths, before or after this script")
+    else:
+        how = "reached at its own path, no move needed" if one else "reached at their own paths, no move needed"
+    return (f"{plural(len(indexes), 'target')} not hidden ({kinds}): {how} "
+            f"(step{'' if one else 's'} {_ranges(indexes)}; --all {'marks' if shell else 'lists'} {'it' if one else 'them'})")
+
+
+def _ranges(indexes: list[int], limit: int = 6) -> str:
+    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8' (the first `limit` runs)."""
+    runs: list[list[int]] = []
+    for i in indexes:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs[:limit])
+    return text + (", ..." if len(runs) > limit else "")
+
+
+def plan_text(plan: Plan, source: str, show_all: bool = False) -> str:
+    """The steps with their reasons, by their index in the plan (as check and run name them).
+
+    Unless show_all, steps reaching a target that is not hidden are summarised in one line at
+    the end; the numbering keeps their places.
+    """
+    targets = sum(1 for s in plan.steps if s.target)
+    hidden = sum(1 for s in plan.steps if s.target and s.target not in plan.in_view)
+    moves = (f"{plural(plan.moves, 'move')} aside and back (lower bound {plan.lower_bound}, naive {plan.naive_moves}), "
+             f"yard {plan.yard}") if plan.moves else "no move needed"
+    header = f"plan for {source}: {plural(targets, 'target')} ({hidden or 'none'} hidden), {moves}"
     lines = [printable(header)]
+    in_place = [] if show_all else in_place_steps(plan)
+    skip = set(in_place)
     for index, step in enumerate(plan.steps):
+        if index in skip:
+            continue
         lines.append(printable(f"{index:>3}  {_step_text(step)}"))
         if step.why:
             lines.append(printable(f"       # {step.why}"))
+    if in_place:
+        lines.append(printable("     " + _in_place_summary(plan, in_place)))
     return "\n".join(lines) + "\n"
 
 
@@ -173,7 +294,7 @@ def plan_json(plan: Plan) -> dict[str, object]:
     return plan.as_json()
 
 
-def plan_shell(plan: Plan, source: str, file_mounts: frozenset[int] = frozenset()) -> str:
+def plan_shell(plan: Plan, source: str, file_mounts: frozenset[int] = frozenset(), show_all: bool = False) -> str:
     """util-linux commands where a step has one; a comment where the restoring process itself acts.
 
     The script does what the executor does: it removes only what it made (the yard's tmpfs, and
@@ -184,6 +305,9 @@ def plan_shell(plan: Plan, source: str, file_mounts: frozenset[int] = frozenset(
     the dump are quoted, or built with printf when they hold characters that are not printable,
     so the script itself is plain text; a path any of whose components is a symlink is refused.
 
+    Unless show_all, the steps of targets that are not hidden (comments only: the restoring
+    process's own syscalls) are summarised in one comment at the top; the commands are the same.
+
     Refused (PlanRefused) for a plan that must rejoin a peer group: no util-linux command does
     MOVE_MOUNT_SET_GROUP, and a script that skipped it would silently change propagation.
     """
@@ -193,7 +317,7 @@ def plan_shell(plan: Plan, source: str, file_mounts: frozenset[int] = frozenset(
             f"no shell rendering: mount {rejoins[0]} must rejoin its peer group with move_mount(MOVE_MOUNT_SET_GROUP), "
             "which no util-linux command does; use --format json with a restorer that calls move_mount(2)"
         )
-    return _ShellScript(file_mounts).render(plan, source)
+    return _ShellScript(file_mounts).render(plan, source, [] if show_all else in_place_steps(plan))
 
 
 class _ShellScript:
@@ -232,9 +356,12 @@ class _ShellScript:
         self.undo.append(f"if [ \"${flag}\" = 1 ]; then {undo}; fi")
         return flag
 
-    def render(self, plan: Plan, source: str) -> str:
+    def render(self, plan: Plan, source: str, in_place: list[int]) -> str:
         body: list[str] = []
+        skip = set(in_place)
         for index, step in enumerate(plan.steps):
+            if index in skip:
+                continue
             body.append(f"# {index}: {printable(step.why)}" if step.why else f"# {index}")
             body.extend(self.step(step))
         head = [
@@ -244,6 +371,7 @@ class _ShellScript:
             "# they are marked where they must happen, between the moves.",
             "# On any failure the EXIT trap puts every parked mount back, newest first, and removes",
             "# only what this script made.",
+            *([printable("# " + _in_place_summary(plan, in_place, shell=True))] if in_place else []),
             "set -eu",
             *self.assignments,
             " ".join(f"{flag}=0" for flag in self.flags) or ":",

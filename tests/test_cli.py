@@ -51,7 +51,7 @@ def test_plan_json_then_check(tmp_path) -> None:
     assert [s["op"] for s in plan["steps"]][:2] == ["yard-create", "move-aside"]
     assert (plan["moves"], plan["lower_bound"], plan["naive_moves"]) == (1, 1, 3)
     out = overmount("check", SEED, str(plan_file))
-    assert (out.returncode, out.stdout.decode()) == (0, "ok: 8 steps, 1 moves, 4 targets reached, tree restored\n")
+    assert (out.returncode, out.stdout.decode()) == (0, "ok: 8 steps, 1 move, 4 targets reached, tree restored\n")
 
 
 def test_check_rejects_an_edited_plan_with_exit_1(tmp_path) -> None:

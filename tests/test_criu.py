@@ -408,7 +408,7 @@ def test_binary_image_and_other_bad_inputs(tmp_path: Path) -> None:
     binary.write_bytes(b"\x54\x50\x43\x56\x00\x00\x00\x00\x01\x02")
     with pytest.raises(DumpError, match="crit decode"):
         dump_from_crit({"mountpoints": str(binary)})
-    with pytest.raises(DumpError, match="decode them with crit"):
+    with pytest.raises(DumpError, match=r"decode the images first: for i in \*\.img; do crit decode --pretty"):
         dump_from_crit(tmp_path)
     with pytest.raises(DumpError, match="'mountpoints' image is required"):
         dump_from_crit({"files": str(SOCKET / "files.json")})

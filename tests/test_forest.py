@@ -147,4 +147,6 @@ def test_the_commands_on_a_forest(tmp_path: Path) -> None:
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.splitlines() == [
         ("overmount: target t1: reaching /dev/shm/y depends on mount 1, which the table does not list "
-         "(mount 21 at /dev hangs from it; whether that lies over the path or under it is unknown)")]
+         "(mount 21 at /dev hangs from it; whether that lies over the path or under it is unknown); give the table "
+         "as the mount namespace's root sees it (overmount capture as root reads it so, as does nsenter -m -t PID "
+         "cat /proc/self/mountinfo)")]
