@@ -346,7 +346,7 @@ def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: s
     else:
         plan = make_plan(tree, dump.targets, yard=yard, kernel=_running_kernel(), locked=dump.locked_mounts)
         steps = list(plan.steps)
-        in_view = set(plan.in_view)
+        in_view = {t.id for t in dump.targets} - plan.hidden
     report: dict[str, Any] = execute.execute(
         list(dump.mounts), list(dump.targets), [s.as_json() for s in steps], file_mounts=dump.file_mounts
     )

@@ -35,9 +35,11 @@ class Plan:
     steps: tuple[Step, ...]
     lower_bound: int
     naive_moves: int
-    # Targets that are not hidden: reached at their own path, no move needed. Renderings for
-    # people summarise their steps; the plan (and its JSON) keeps every one.
-    in_view: frozenset[str] = frozenset()
+    # Targets that are not hidden and whose step reaches them at their own path (not through
+    # the yard): no move is needed for them. Renderings for people may summarise their steps;
+    # the plan (and its JSON) keeps every one.
+    in_place: frozenset[str] = frozenset()
+    hidden: frozenset[str] = frozenset()  # the targets that are hidden
 
     @property
     def moves(self) -> int:
@@ -462,8 +464,13 @@ def _make_plan(
     for finding in binds_last(target_order(analysis)):
         planner.reach(finding)
     planner.finish()
-    in_view = frozenset(f.target.id for f in analysis.targets if not f.hidden)
-    plan = Plan(planner.yard, tuple(planner.steps), analysis.lower_bound, analysis.naive_moves, in_view)
+    in_view = {f.target.id: f.target for f in analysis.targets if not f.hidden}
+    in_place = frozenset(
+        s.target for s in planner.steps
+        if s.target in in_view and (s.path, s.to) == (in_view[s.target].path, in_view[s.target].to)
+    )
+    hidden = frozenset(f.target.id for f in analysis.targets if f.hidden)
+    plan = Plan(planner.yard, tuple(planner.steps), analysis.lower_bound, analysis.naive_moves, in_place, hidden)
     # Every step already went through check's apply_step as it was emitted (emit()), so what
     # check_plan would add is its verdict on the end state; running all steps again would only
     # repeat the same simulation.

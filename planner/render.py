@@ -237,7 +237,7 @@ def in_place_steps(plan: Plan) -> list[int]:
     """Indexes of the steps that reach a target not hidden: the restorer does them at the target's
     own path, no move needed. Renderings for people may summarise them; the plan keeps them all.
     A mount-source step is never among them: it makes a mount, which a script must show."""
-    return [i for i, s in enumerate(plan.steps) if s.target in plan.in_view and s.op in TARGET_OPS and s.op != "mount-source"]
+    return [i for i, s in enumerate(plan.steps) if s.target in plan.in_place and s.op in TARGET_OPS and s.op != "mount-source"]
 
 
 def _in_place_summary(plan: Plan, indexes: list[int], shell: bool = False) -> str:
@@ -272,7 +272,7 @@ def plan_text(plan: Plan, source: str, show_all: bool = False) -> str:
     the end; the numbering keeps their places.
     """
     targets = sum(1 for s in plan.steps if s.target)
-    hidden = sum(1 for s in plan.steps if s.target and s.target not in plan.in_view)
+    hidden = len(plan.hidden)
     moves = (f"{plural(plan.moves, 'move')} aside and back (lower bound {plan.lower_bound}, naive {plan.naive_moves}), "
              f"yard {plan.yard}") if plan.moves else "no move needed"
     header = f"plan for {source}: {plural(targets, 'target')} ({hidden or 'none'} hidden), {moves}"
