@@ -41,7 +41,7 @@ SEED = "scenarios/01-seed-lxd-cgroup.toml"
 
 
 class _Command(click.Command):
-    """A command whose --help ends with examples and its exit statuses."""
+    """A command whose --help ends with examples and its exit statuses (the group's too)."""
 
     def __init__(self, *args: Any, examples: tuple[str, ...] = (), exits: tuple[tuple[str, str], ...] = (),
                  **kwargs: Any) -> None:
@@ -50,7 +50,10 @@ class _Command(click.Command):
         self.exits = exits
 
     def get_help_option(self, ctx: click.Context) -> click.Option | None:
-        return _help_option(self, ctx)
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.help = "show this help and exit"  # worded like every other option here
+        return option
 
     def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         super().format_help_text(ctx, formatter)
@@ -64,32 +67,16 @@ class _Command(click.Command):
         super().format_epilog(ctx, formatter)
 
 
-class _Group(click.Group):
+class _Group(_Command, click.Group):
     """Commands listed in the order a user meets them, not alphabetically."""
-
-    def __init__(self, *args: Any, examples: tuple[str, ...] = (), exits: tuple[tuple[str, str], ...] = (),
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.examples = examples
-        self.exits = exits
-
-    def get_help_option(self, ctx: click.Context) -> click.Option | None:
-        return _help_option(self, ctx)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        _examples_and_exits(formatter, self.examples, self.exits)
+        super().format_epilog(ctx, formatter)
         formatter.write_paragraph()
         formatter.write_text(f"Run '{ctx.command_path} COMMAND --help' for a command's options.")
-
-
-def _help_option(command: click.Command, ctx: click.Context) -> click.Option | None:
-    option = click.Command.get_help_option(command, ctx)
-    if option is not None:
-        option.help = "show this help and exit"  # worded like every other option here
-    return option
 
 
 def _examples_and_exits(formatter: click.HelpFormatter, examples: tuple[str, ...], exits: tuple[tuple[str, str], ...]) -> None:
@@ -281,7 +268,11 @@ def plan(dump_path: str, targets: tuple[str, ...], fmt: str, yard: str | None, k
     elif fmt == "shell":
         _emit(render.plan_shell(result, dump.source, dump.file_mounts, show_all=show_all), output)
     else:
-        _emit(render.plan_text(result, dump.source, show_all=show_all), output)
+        text = render.plan_text(result, dump.source, show_all=show_all)
+        if output in (None, "-"):
+            _echo(text)  # for a person: in the terminal's encoding
+        else:
+            _emit(text, output)
 
 
 @cli.command(cls=_Command,

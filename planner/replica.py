@@ -223,7 +223,8 @@ class DumpTree(MountTree):
                 raise ReplicaError(
                     f"mounts {ids[0]} and {ids[1]} are siblings on the same mountpoint {mountpoint} "
                     f"(parent {parent}): a legacy shadow mount from an old kernel; a modern kernel stacks "
-                    f"mounts as parent and child, so this tree cannot be built here"
+                    f"mounts as parent and child, so this tree cannot be built here "
+                    "(overmount plan and check still judge it, symbolically)"
                 )
         self.at: dict[tuple[int, str], Mount] = {place: self.by_id[ids[0]] for place, ids in self.children_at.items()}
 
