@@ -286,7 +286,10 @@ class _Planner:
             path, mount = found
             if mount not in expected:
                 raise PlanRefused(f"target {target.id}: mount {mount} at {path} is in the way but the analysis did not expect it")
-            covering = next((m for m in finding.movers if m == mount or m in self._stacked_under(mount)), mount)
+            # The cover this mount leaves for: itself, or the cover it is stacked on (worked out once
+            # per move, not per mover: a stack can be a thousand mounts deep).
+            below = self._stacked_under(mount)
+            covering = next((c.mount for c in finding.covers if c.mount in below), mount)
             self.move_aside(path, mount, finding, covering)
         else:  # each pass moves one mount off the path, so this cannot run out unless the model is wrong
             raise PlanRefused(f"target {target.id}: still covered after moving every mount in its way")

@@ -174,8 +174,10 @@ class MountTree:
     def stack_on(self, mount: Mount) -> list[Mount]:
         """Mounts stacked on `mount`'s root, bottom-up, each followed by its own stack."""
         out: list[Mount] = []
-        for child_id in self.children_at.get((mount.mount_id, mount.mountpoint), ()):
-            child = self.by_id[child_id]
+        # A loop, not recursion: a stack is as deep as the dump says (a thousand mounts on one path).
+        pending = list(reversed(self.children_at.get((mount.mount_id, mount.mountpoint), ())))
+        while pending:
+            child = self.by_id[pending.pop()]
             out.append(child)
-            out.extend(self.stack_on(child))
+            pending.extend(reversed(self.children_at.get((child.mount_id, child.mountpoint), ())))
         return out

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from planner import kernel
+from planner import kernel, msflags
 from planner.mountinfo import Mount, parse
 from planner.replica import ReplicaError, build_replica
 from planner.targets import Target
@@ -107,3 +107,70 @@ def test_a_forest_is_built_on_a_stand_in_root() -> None:
     assert diff == []
     assert shape["mounts"]["2"]["parent"] == 0 and shape["mounts"]["3"]["parent"] == 0  # type: ignore[index]
     assert sorted(mountpoints) == ["/", "/a", "/b", "/b/c"]
+
+
+def _slave_listed_before_its_master_group(scratch: str) -> str:
+    """The kernel's own table for: group A shared; B a slave of A and shared itself; C a slave of
+    B's group, created (so listed) before B. C's bind comes first; SET_GROUP joins it later."""
+    kernel.mount("scratch", scratch, "tmpfs", 0)
+    kernel.make_propagation(scratch, kernel.MS_PRIVATE)
+    for name in ("a", "c", "b"):
+        os.mkdir(f"{scratch}/{name}")
+    kernel.mount("prop", f"{scratch}/a", "tmpfs", 0)
+    kernel.mount(f"{scratch}/a", f"{scratch}/c", None, msflags.MS_BIND)  # C first: the lower id
+    kernel.mount(f"{scratch}/a", f"{scratch}/b", None, msflags.MS_BIND)
+    kernel.make_propagation(f"{scratch}/a", kernel.MS_SHARED)
+    set_group = kernel.MOVE_MOUNT_SET_GROUP
+    kernel.move_mount(kernel.AT_FDCWD, f"{scratch}/a", kernel.AT_FDCWD, f"{scratch}/b", set_group)
+    kernel.make_propagation(f"{scratch}/b", kernel.MS_SLAVE)
+    kernel.make_propagation(f"{scratch}/b", kernel.MS_SHARED)  # shared:B master:A
+    kernel.move_mount(kernel.AT_FDCWD, f"{scratch}/b", kernel.AT_FDCWD, f"{scratch}/c", set_group)
+    kernel.make_propagation(f"{scratch}/c", kernel.MS_SLAVE)  # master:B
+    return kernel.own_mountinfo()
+
+
+def test_a_slave_listed_before_its_master_group_that_is_itself_a_slave(tmp_path) -> None:
+    table = parse(kernel.run_in_namespace(_slave_listed_before_its_master_group, str(tmp_path)))
+    ours = [m for m in table if m.mountpoint.startswith(f"{tmp_path}/")]
+    a, c, b = ours  # as the kernel lists them
+    assert (c.shared, c.master) == (None, b.shared) and (b.shared, b.master) == (b.shared, a.shared)
+    assert b.shared is not None and a.shared is not None
+
+    def inside() -> list[str]:
+        replica = build_replica(table)  # was "peers of group B disagree on their master"
+        return replica.expected.diff(replica.snapshot())
+
+    assert kernel.run_in_namespace(inside) == []
+
+
+def test_run_takes_a_stack_of_a_thousand_mounts_on_one_path() -> None:
+    """Was a RecursionError (tree building recursed once per stacked mount)."""
+    from planner.execute import execute
+    from planner.plan import make_plan
+    from planner.tree import MountTree
+    from tests.test_deep_input import stacked
+
+    mounts = parse(stacked(1000))
+    targets = [Target("t1", "open", 2, "/srv/f")]
+    plan = make_plan(MountTree(mounts), targets)
+    report = execute(mounts, targets, list(plan.steps))
+    assert report["ok"] and report["steps_run"] == 2003, report["failed_step"]
+
+
+def test_run_takes_fifty_targets_two_thousand_directories_deep() -> None:
+    """The review's 203 KB dump (53 s, 257 MB): each directory is now made once, by name, from its parent."""
+    from planner.execute import execute
+    from planner.plan import make_plan
+    from planner.tree import MountTree
+
+    mounts = parse(ROOT_AND_COVERED_SRV)
+    targets = [Target(f"t{k}", "open", 2, f"/srv/b{k}" + "/a" * 2000 + "/f") for k in range(50)]
+    plan = make_plan(MountTree(mounts), targets)
+    report = execute(mounts, targets, list(plan.steps))
+    assert report["ok"], report["failed_step"]
+    assert all(t["ok"] for t in report["targets"])
+
+
+ROOT_AND_COVERED_SRV = (
+    "1 0 8:1 / / rw - ext4 /dev/vda rw\n2 1 0:20 / /srv rw - tmpfs srv rw\n3 2 0:21 / /srv rw - tmpfs cover rw\n"
+)

@@ -1,0 +1,78 @@
+"""No recursion on input depth: a stack of a thousand mounts on one path, a chain as deep as PATH_MAX allows.
+
+Each runs with the interpreter's recursion limit cut to a little above the test's own depth:
+any function of the core that recursed once per mount of a stack, per parent of a chain or per
+master of a propagation chain would hit it. `run` of the same inputs is in
+tests/namespace/test_replica.py.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from planner import render
+from planner.analysis import analyze
+from planner.check import check_plan
+from planner.mountinfo import parse
+from planner.plan import make_plan
+from planner.targets import Target
+from planner.tree import MountTree
+
+ROOT = "1 0 8:1 / / rw - ext4 /dev/vda rw"
+
+
+def stacked(depth: int) -> str:
+    """`depth` tmpfs stacked on /srv, each the parent of the next: the target in the lowest is under all."""
+    lines = [ROOT, "2 1 0:20 / /srv rw - tmpfs srv rw"]
+    lines += [f"{i} {i - 1} 0:{20 + i} / /srv rw - tmpfs s{i} rw" for i in range(3, depth + 3)]
+    return "\n".join(lines) + "\n"
+
+
+def chained(depth: int) -> str:
+    """`depth` mounts each on a directory of the one before: /a, /a/a, /a/a/a, ... covered at the top."""
+    lines = [ROOT]
+    path = ""
+    for i in range(2, depth + 2):
+        path += "/a"
+        lines.append(f"{i} {i - 1} 0:{20 + i} / {path} rw - tmpfs s{i} rw")
+    lines.append(f"{depth + 2} 2 0:9 / /a rw - tmpfs cover rw")  # stacked on the first: covers the chain
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def shallow_stack() -> Iterator[None]:
+    """The recursion limit a little above where the test stands."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 60)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def plan_and_check(table: str, target: Target) -> tuple[int, list[str]]:
+    tree = MountTree(parse(table), "<deep>")
+    analysis = analyze(tree, [target])
+    render.analysis_text(analysis)
+    render.analysis_json(analysis)
+    plan = make_plan(tree, [target])
+    render.plan_text(plan, "<deep>")
+    render.plan_shell(plan, "<deep>")
+    return plan.moves, check_plan(tree, [target], list(plan.steps))
+
+
+def test_a_stack_of_a_thousand_mounts_on_one_path(shallow_stack: None) -> None:
+    depth = 1000
+    moves, problems = plan_and_check(stacked(depth), Target("t1", "open", 2, "/srv/f"))
+    assert (moves, problems) == (depth, [])
+
+
+def test_a_chain_as_deep_as_path_max_allows(shallow_stack: None) -> None:
+    depth = 2000  # /a repeated: 4,000 bytes, the deepest path a table can name
+    target = Target("t1", "open", depth + 1, "/a" * depth + "/f")
+    moves, problems = plan_and_check(chained(depth), target)
+    assert (moves, problems) == (1, [])
