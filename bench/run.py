@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import exec_bench, planner_bench
+from bench import exec_bench, hostile_bench, planner_bench
 from bench.exec_bench import ExecRow
 from bench.planner_bench import PlannerRow
 
@@ -262,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     for check in checks:
         print(check["text"])
     write_results(rows, exec_rows, exec_skipped, checks, started)
+    if not args.quick:
+        log("the security review's hostile inputs, at two sizes each:")
+        hostile = hostile_bench.run(log)
+        (RESULTS / "hostile.json").write_text(json.dumps(hostile, indent=2) + "\n")
+        print()
+        print("Hostile inputs (bench/hostile_bench.py), each at two sizes: real `overmount` processes, wall s, peak RSS.")
+        print(hostile_bench.table(hostile))
     print()
     print(f"results: {RESULTS / 'planner.csv'}, {RESULTS / 'execution.csv'}, {RESULTS / 'bench.json'} "
           f"({time.time() - started:.0f} s)")

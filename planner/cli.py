@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from planner import __version__, render
+from planner import __version__, limits, render
 from planner.analysis import analyze
 from planner.check import check_plan
 from planner.dump import DUMP_FORMAT, Dump, decode, json_element_lines, key_line, load, load_json, read_input
@@ -125,6 +125,21 @@ def _emit(text: str, output: str | None) -> None:
     write_output(output, text.encode("utf-8", "surrogateescape"))
 
 
+def _echo_json(data: object) -> None:
+    """JSON on standard output, written as it is encoded: a 200,000-mount analysis is a 90 MB text,
+    which json.dumps would hold whole (and join from its pieces, twice that at the peak)."""
+    pieces: list[str] = []
+    size = 0
+    for piece in json.JSONEncoder(indent=2).iterencode(data):
+        pieces.append(piece)
+        size += len(piece)
+        if size >= 1 << 16:
+            click.echo("".join(pieces), nl=False)
+            pieces.clear()
+            size = 0
+    click.echo("".join(pieces))
+
+
 def _running_kernel() -> tuple[int, int]:
     release = os.uname().release.split("-")[0].split(".")
     return int(release[0]), int(release[1])
@@ -163,6 +178,8 @@ def load_plan(path: str) -> list[Step]:
         raise DumpError(source, key_line(text, "format"), f"format must be {FORMAT!r}, got {raw.get('format')!r}{hint}")
     if not isinstance(raw.get("steps"), list):
         raise DumpError(source, key_line(text, "steps"), "'steps' must be a list")
+    if len(raw["steps"]) > limits.STEPS.value:
+        raise DumpError(source, key_line(text, "steps"), limits.STEPS.refusal(f"{len(raw['steps']):,} steps"))
     lines = json_element_lines(text, "steps")
     steps = []
     for index, item in enumerate(raw["steps"]):
@@ -231,7 +248,7 @@ def analyze_cmd(dump_path: str, targets: tuple[str, ...], show_all: bool, as_jso
     dump = load(dump_path, targets)
     analysis = analyze(_tree(dump), dump.targets)
     if as_json:
-        click.echo(json.dumps(render.analysis_json(analysis), indent=2))
+        _echo_json(render.analysis_json(analysis))
     else:
         _echo(render.analysis_text(analysis, show_all=show_all, style=_table_style()))
 

@@ -58,6 +58,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from planner.dump import read_limited
 from planner.errors import DumpError
 from planner.mountinfo import Mount, render_line
 from planner.targets import file_type_of
@@ -260,7 +261,7 @@ def _load(source: str, text: str, kind: str) -> _Image:
 def _read(path: str, kind: str) -> _Image:
     try:
         with open(path, "rb") as handle:
-            raw = handle.read()
+            raw = read_limited(handle, path)
     except OSError as exc:
         raise DumpError(path, None, f"cannot read: {exc.strerror or exc}") from None
     if raw.lstrip()[:1] != b"{":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from planner import limits
 from planner.bulk import collector_paused
 from planner.errors import MountinfoError
 from planner.paths import is_clean, unusable
@@ -112,7 +113,10 @@ def _int_field(text: str, what: str, source: str, line_no: int) -> int:
     return int(text)
 
 
-def parse_line(line: str, source: str = "<mountinfo>", line_no: int = 1) -> Mount:
+def parse_line(line: str, source: str = "<mountinfo>", line_no: int = 1, same: dict[str, str] | None = None) -> Mount:
+    """One mountinfo line; `same` keeps one copy of each repeated field text across lines."""
+    if same is None:
+        same = {}
     if "\0" in line:
         raise MountinfoError(source, line_no, "NUL byte in line")
     fields = line.split(" ")
@@ -163,14 +167,14 @@ def parse_line(line: str, source: str = "<mountinfo>", line_no: int = 1) -> Moun
         parent_id=parent_id,
         major=major,
         minor=minor,
-        root=root,
+        root=same.setdefault(root, root),
         mountpoint=mountpoint,
-        options=fields[5],
+        options=same.setdefault(fields[5], fields[5]),
         optional=optional,
-        fstype=tail[0],
-        source=unescape(tail[1], "source", source, line_no),
+        fstype=same.setdefault(tail[0], tail[0]),
+        source=same.setdefault(src := unescape(tail[1], "source", source, line_no), src),
         # Super options are the filesystem's own text and may hold spaces (moby/sys keeps them).
-        super_options=" ".join(tail[2:]),
+        super_options=same.setdefault(sup := " ".join(tail[2:]), sup),
         line_no=line_no,
     )
 
@@ -179,13 +183,25 @@ def parse(text: str, source: str = "<mountinfo>", first_line: int = 1) -> list[M
     """Every mount of a mountinfo text, in file order; blank lines are skipped.
 
     Lines end at '\\n' only: a raw '\\r' is part of a path (the kernel does not escape it).
+    Lines are taken one at a time (no list of every line), and the fields that repeat from
+    mount to mount (options, fstype, source, super options, root) are kept once: a 50 MB table
+    costs a few times its size, not twenty-six.
     """
-    mounts = []
+    mounts: list[Mount] = []
+    limit = limits.MOUNTS.value
+    same: dict[str, str] = {}
+    at, line_no = 0, first_line
     with collector_paused():
-        for offset, line in enumerate(text.split("\n")):
-            if line.strip(" ") == "":
-                continue
-            mounts.append(parse_line(line, source, first_line + offset))
+        while at <= len(text):
+            end = text.find("\n", at)
+            if end < 0:
+                end = len(text)
+            line = text[at:end]
+            if line.strip(" "):
+                if len(mounts) == limit:
+                    raise MountinfoError(source, line_no, limits.MOUNTS.refusal(f"mount {limit + 1:,}"))
+                mounts.append(parse_line(line, source, line_no, same))
+            at, line_no = end + 1, line_no + 1
     return mounts
 
 

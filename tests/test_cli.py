@@ -200,3 +200,34 @@ def test_json_callers_get_an_error_object_on_stdout() -> None:
     answer = json.loads(refused.stdout)
     assert refused.returncode == 1 and answer["exit_status"] == 1 and "MOVE_MOUNT_SET_GROUP" in answer["error"]
     assert "error" not in json.loads(overmount("analyze", SEED, "--json").stdout)  # not on success
+
+
+def test_inputs_past_the_stated_limits_are_refused_with_one_line(tmp_path) -> None:
+    def with_limit(variable: str, value: int, *args: str, stdin: bytes | None = None) -> str:
+        done = subprocess.run([sys.executable, "-m", "planner", *args], input=stdin, capture_output=True, cwd=REPO,
+                              check=False, env={**os.environ, variable: str(value)})
+        err = done.stderr.decode()
+        assert (done.returncode, err.count("\n"), "Traceback" in err) == (2, 1, False), err
+        return err
+
+    err = with_limit("OVERMOUNT_MAX_INPUT_BYTES", 1000, "analyze", SEED)
+    assert err == (f"overmount: {SEED}: more bytes, over the limit of 1,000 bytes per input "
+                   "(set OVERMOUNT_MAX_INPUT_BYTES to raise it)\n")
+    with open(SEED, "rb") as handle:
+        assert "<stdin>: more bytes" in with_limit("OVERMOUNT_MAX_INPUT_BYTES", 1000, "plan", "-", stdin=handle.read())
+    err = with_limit("OVERMOUNT_MAX_MOUNTS", 10, "analyze", SEED)
+    assert err.endswith("mount 11, over the limit of 10 mounts per table (set OVERMOUNT_MAX_MOUNTS to raise it)\n")
+    plan = tmp_path / "plan.json"
+    assert overmount("plan", SEED, "--format", "json", "-o", str(plan)).returncode == 0
+    err = with_limit("OVERMOUNT_MAX_STEPS", 3, "check", SEED, str(plan))
+    assert err.startswith(f"overmount: {plan}:4: 8 steps, over the limit of 3 steps per plan (set OVERMOUNT_MAX_STEPS")
+
+
+def test_the_default_limits_are_the_documented_ones() -> None:
+    from planner import limits
+
+    assert (limits.INPUT_BYTES.default, limits.MOUNTS.default, limits.STEPS.default) == (64 << 20, 200_000, 1_000_000)
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    for limit in (limits.INPUT_BYTES, limits.MOUNTS, limits.STEPS):
+        assert limit.variable in readme
