@@ -37,16 +37,65 @@ class Session:
     done: set[str] = field(default_factory=set)
     # Paths already found clean: a plan names each move's home and slot twice (out and back).
     clean_paths: set[str] = field(default_factory=set)
+    # What exists inside each yard's tmpfs, as paths relative to it ("/0", "/0/x"): only what
+    # yard-create (nothing) and earlier steps made; a move-aside or keeper-bind makes its `to`.
+    in_yard: dict[int, set[str]] = field(default_factory=dict)
+    # Dumped mounts by id: (fstype, per-mount options, super options), to judge where a yard can go.
+    filesystems: dict[int, tuple[str, str, str]] = field(default_factory=dict)
+
+
+# Filesystems whose directories only the kernel makes (or where mkdir does something else):
+# no yard directory can be made there. Read-only mounts cannot take one either (EROFS).
+NO_YARD = {
+    **dict.fromkeys(("proc", "sysfs", "debugfs", "tracefs", "securityfs", "pstore", "bpf", "efivarfs",
+                     "fusectl", "selinuxfs", "binfmt_misc", "nsfs", "devpts", "mqueue", "rpc_pipefs", "nfsd"),
+                    "its directories are the kernel's own, no directory can be made there"),
+    "cgroup": "a directory made there is a new cgroup",
+    "cgroup2": "a directory made there is a new cgroup",
+    "configfs": "a directory made there is a new configuration item",
+    "autofs": "a directory there is an automount trigger",
+    **dict.fromkeys(("squashfs", "iso9660", "erofs", "cramfs", "romfs"), "it is a read-only filesystem"),
+}
+
+
+def yard_unfit(session: Session, mount_id: int) -> str | None:
+    """Why a yard's directory cannot be made in dumped mount `mount_id` (None when it can, or
+    when the mount is one the plan made: a yard or keeper is a tmpfs or a bind of a dumped one)."""
+    found = session.filesystems.get(mount_id)
+    if found is None:
+        return None
+    fstype, options, super_options = found
+    reason = NO_YARD.get(fstype)
+    if reason is None and ("ro" in options.split(",") or "ro" in super_options.split(",")):
+        reason = "it is mounted read-only"
+    return None if reason is None else f"mount {mount_id} ({fstype}) cannot hold one: {reason}"
+
+
+def _in_yard(session: Session, landing: Landing, path: str, makes_it: bool) -> None:
+    """A destination inside a yard's own tmpfs must exist, or be made by this very step (its last
+    component only, as mkdir would): the kernel refuses a move onto a path that is not there."""
+    names = session.in_yard.get(landing.mount)
+    if names is None or landing.rel == "" or landing.rel in names:
+        return
+    parent = landing.rel.rsplit("/", 1)[0]
+    if makes_it and (parent == "" or parent in names):
+        names.add(landing.rel)
+        return
+    raise SimError(f"{path} does not exist: nothing made it in the yard (yard-create makes an empty tmpfs; "
+                   "a move-aside or keeper-bind makes its own slot)")
 
 
 def _name(ns: Namespace, mount_id: int) -> str:
     return ns.label(mount_id)
 
 
-def _place(session: Session, mount_id: int, path: str, what: str) -> None:
-    """Attach onto `path`, refusing a shared destination (copies would reach every peer)."""
+def _place(session: Session, mount_id: int, path: str, what: str, makes_it: bool = False) -> None:
+    """Attach onto `path`, refusing a shared destination (copies would reach every peer).
+
+    makes_it: the step makes `path` first when it is missing (move-aside, keeper-bind)."""
     ns = session.ns
     landing = ns.walk(path)
+    _in_yard(session, landing, path, makes_it)
     if landing.mount == session.stand_in:
         raise SimError(f"{what} lands in a mount the table does not list: whether it is shared (copies would "
                        "propagate to its peers) is unknown")
@@ -76,10 +125,15 @@ def apply_step(session: Session, step: Step) -> None:
     if op == "yard-create":
         assert step.path is not None
         yard = ns.add(f"yard {step.path}")
+        landing = ns.walk(step.path)
+        unfit = yard_unfit(session, landing.mount)
+        if unfit is not None:
+            raise SimError(f"yard {step.path} would lie in {unfit}; choose --yard on a writable filesystem (a tmpfs)")
         _place(session, yard, step.path, f"yard {step.path}")
         session.yards[step.path] = yard
+        session.in_yard[yard] = set()
         for keeper, slot in session.waiting.pop(step.path, ()):
-            _place(session, keeper, slot, f"keeper {slot}")
+            _place(session, keeper, slot, f"keeper {slot}", makes_it=True)
     elif op == "yard-remove":
         assert step.path is not None
         if step.path not in session.yards:
@@ -91,6 +145,7 @@ def apply_step(session: Session, step: Step) -> None:
             raise SimError(f"yard {step.path} still holds {', '.join(_name(ns, i) for k in left for i in ns.children[k])}")
         ns.detach(yard)
         del session.yards[step.path]
+        del session.in_yard[yard]
     elif op in ("move-aside", "move-back"):
         assert step.mount is not None and step.src is not None and step.to is not None
         if step.mount not in ns.parent or step.mount < 0:
@@ -112,7 +167,7 @@ def apply_step(session: Session, step: Step) -> None:
             raise SimError(f"the kernel would refuse (ELOOP): {step.to} lies inside {_name(ns, step.mount)}, the mount being moved")
         ns.detach(step.mount)
         try:
-            _place(session, step.mount, step.to, f"destination {step.to}")
+            _place(session, step.mount, step.to, f"destination {step.to}", makes_it=op == "move-aside")
         except SimError:
             ns.attach(step.mount, step.src)
             raise
@@ -128,7 +183,7 @@ def apply_step(session: Session, step: Step) -> None:
             # The yard is not made yet (its own mount is being bracketed): the keeper waits for it.
             session.waiting.setdefault(yard_path, []).append((keeper, step.to))
         else:
-            _place(session, keeper, step.to, f"keeper {step.to}")
+            _place(session, keeper, step.to, f"keeper {step.to}", makes_it=True)
         session.keepers[keeper] = step.mount
     elif op == "make-private":
         assert step.mount is not None and step.path is not None
@@ -149,8 +204,11 @@ def apply_step(session: Session, step: Step) -> None:
         keeper = ns.mount_at(step.path)
         if session.keepers.get(keeper) != step.mount:
             raise SimError(f"{step.path} names {_name(ns, keeper)}, not a keeper of mount {step.mount}")
+        parent, rel = ns.parent[keeper], ns.rel[keeper]
         ns.detach(keeper)
         del session.keepers[keeper]
+        if parent in session.in_yard and (parent, rel) not in ns.children:  # the executor removes the keeper's slot
+            session.in_yard[parent].discard(rel)
     elif op in TARGET_OPS:
         _reach_target(session, step)
     else:
@@ -238,6 +296,7 @@ def new_session(tree: MountTree, targets: list[Target] | tuple[Target, ...], loc
     session = Session(Namespace(tree), {t.id: t for t in targets}, locked=locked, stand_in=tree.stand_in)
     session.unbindable = {m.mount_id for m in tree.mounts if m.unbindable}
     session.unbindable_before = frozenset(session.unbindable)
+    session.filesystems = {m.mount_id: (m.fstype, m.options, m.super_options) for m in tree.mounts}
     for target in targets:
         mount = tree.by_id.get(target.mount)
         if mount is None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from planner.analysis import Analysis, TargetFinding, analyze
 from planner.bulk import collector_paused
-from planner.check import Session, apply_step, destination_now, final_problems, new_session
+from planner.check import Session, apply_step, destination_now, final_problems, new_session, yard_unfit
 from planner.errors import PlanRefused
 from planner.paths import is_clean, is_under, join, relative
 from planner.simulate import SimError
@@ -121,18 +121,22 @@ class _Planner:
                 )
         return None
 
-    def forest_yard(self) -> str:
-        """The default yard, or in a forest whose / the table does not list, /.overmount-yard in
-        the shallowest listed tmpfs that stays in place (private ones first: no bracket needed)."""
+    def default_yard(self) -> str:
+        """The default yard; where the table does not list / (a forest), or / cannot hold a yard
+        (read-only, as on ChromeOS or Android, or a filesystem whose directories are the kernel's),
+        /.overmount-yard in the shallowest listed tmpfs that stays in place and can hold one
+        (private ones first: no bracket needed)."""
         ns = self.session.ns
-        if self.tree.stand_in is None or ns.walk(DEFAULT_YARD).mount != self.tree.stand_in:
+        landing = ns.walk(DEFAULT_YARD).mount
+        if landing != self.tree.stand_in and yard_unfit(self.session, landing) is None:
             return DEFAULT_YARD
         for shared in (False, True):
             for mount in self.tree.top_down[1:]:
                 if mount.fstype != "tmpfs" or (mount.shared is not None) != shared:
                     continue
                 yard = join(mount.mountpoint, DEFAULT_YARD)
-                if ns.walk(yard).mount == mount.mount_id and self.yard_problem(yard) is None:
+                if (ns.walk(yard).mount == mount.mount_id and yard_unfit(self.session, mount.mount_id) is None
+                        and self.yard_problem(yard) is None):
                     return yard
         return DEFAULT_YARD  # refused, with the reason, if a move needs it
 
@@ -435,7 +439,7 @@ def make_plan(
     """The plan for `targets`, or PlanRefused saying why none the kernel would accept exists.
 
     yard: where covering mounts are parked; None for DEFAULT_YARD (in a forest whose / is not
-    listed, a listed tmpfs instead: see _Planner.forest_yard).
+    listed or cannot hold a yard, a listed tmpfs instead: see _Planner.default_yard).
 
     kernel: the kernel the plan is for (the CLI passes the running one); locked: mounts locked
     to their parent in a user namespace (the dump's locked_mounts), which no move may take.
@@ -460,7 +464,7 @@ def _make_plan(
             )
     planner = _Planner(tree, analysis, yard or DEFAULT_YARD, kernel, locked)
     if yard is None:
-        planner.yard = planner.forest_yard()
+        planner.yard = planner.default_yard()
     planner.session.planned_yards.add(planner.yard)
     before = planner.session.ns.shape()
     planner.check_yard()
