@@ -41,7 +41,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from planner.errors import InputError
+from planner import kernel
+from planner.errors import InputError, PlannerError
+from planner.kernel import CachedStat
 from planner.mountinfo import Mount, parse
 from planner.targets import file_type_of
 
@@ -53,15 +55,28 @@ CLONE_NEWNS = 0x00020000
 SYS_OPENAT2 = 437  # x86_64
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
+# Only what the dentry cache already holds: a lookup that would ask the filesystem (a FUSE or
+# NFS server, possibly dead) fails with EAGAIN instead (openat2(2), Linux 5.12).
+RESOLVE_CACHED = 0x20
+_IN_ROOT = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_CACHED
+NEEDS_THE_FILESYSTEM = "answering needs its filesystem (the kernel's caches do not hold it), which capture never asks"
 SOCK_STREAM, SOCK_SEQPACKET = 1, 5
 TCP_ESTABLISHED = 1
 
 
 class CaptureError(InputError):
-    """The process cannot be read: no such pid, no permission, or it exited meanwhile."""
+    """The process cannot be read: no such pid, not a live process, or no permission."""
 
     def __init__(self, pid: int, reason: str) -> None:
         super().__init__(f"pid {pid}", None, reason)
+
+
+class ProcessExited(PlannerError):
+    """The process exited while it was being read: what was read is not a whole dump (exit 1)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(f"pid {pid}: the process exited during the capture; no dump was written (a part of one "
+                         "would pass for the whole)")
 
 
 # --- small /proc and syscall helpers --------------------------------------------------------
@@ -149,6 +164,7 @@ class _Capture:
     chroot: str | None = None
     process_root_fd: int = -1  # O_PATH on /proc/PID/root, when chroot is set
     root_mount: int | None = None  # the mount holding the process's root directory
+    pidfd: int = -1  # held from the start: it names this process, never a later one with its number
     targets: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -197,16 +213,20 @@ class _Capture:
         self.skipped.append(entry)
 
     def alive(self) -> None:
-        if not os.path.exists(self.proc):
-            raise CaptureError(self.pid, "the process exited during the capture")
+        """ProcessExited unless the process is still running: a zombie has exited too."""
+        if kernel.pidfd_exited(self.pidfd):
+            raise ProcessExited(self.pid)
 
-    def path_of(self, link_text: str, st: os.stat_result) -> tuple[str | None, str | None]:
+    def path_of(self, link_text: str, st: CachedStat) -> tuple[str | None, str | None]:
         """(path in the process's view, or None; why it is not a target, or None)."""
         deleted = False
         if link_text.endswith(_DELETED):
             bare = link_text[: -len(_DELETED)]
             # d_path() marks an unlinked dentry with this suffix; a file may also really be named so.
-            deleted = st.st_nlink == 0 or not self.same_inode_at(self.view.of(link_text), st)
+            same = None if st.nlink == 0 else self.same_inode_at(self.view.of(link_text), st)
+            if same is None and st.nlink != 0:
+                return self.view.of(bare) or bare, f"whether it was deleted: {NEEDS_THE_FILESYSTEM}"
+            deleted = not same
             if deleted:
                 link_text = bare
         path = self.view.of(link_text)
@@ -221,20 +241,34 @@ class _Capture:
         return path, None
 
     def open_in_root(self, path: str, flags: int = os.O_PATH | os.O_NOFOLLOW) -> int:
-        return _openat2(self.root_fd, path.lstrip("/") or ".", flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+        """An fd on `path` inside the process root, found in the dentry cache alone (EAGAIN otherwise)."""
+        return _openat2(self.root_fd, path.lstrip("/") or ".", flags, _IN_ROOT)
 
-    def same_inode_at(self, path: str | None, st: os.stat_result) -> bool:
+    def stat_in_root(self, path: str) -> CachedStat | None:
+        """What the kernel holds for `path` inside the process root; None where the path does not lead
+        anywhere, or where finding out would need the filesystem."""
+        try:
+            fd = self.open_in_root(path)
+        except OSError:
+            return None
+        try:
+            return kernel.statx_cached(fd)
+        finally:
+            os.close(fd)
+
+    def same_inode_at(self, path: str | None, st: CachedStat) -> bool | None:
+        """Whether `path` names the object `st` is; None when only its filesystem could tell."""
         if path is None:
             return False
         try:
             fd = self.open_in_root(path)
-        except OSError:
-            return False
+        except OSError as exc:
+            return None if exc.errno == errno.EAGAIN else False
         try:
-            now = os.fstat(fd)
+            now = kernel.statx_cached(fd)
         finally:
             os.close(fd)
-        return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+        return (now.dev, now.ino) == (st.dev, st.ino)
 
 
 def _read_proc(pid: int, path: str) -> str:
@@ -280,7 +314,7 @@ def _open_files(cap: _Capture) -> dict[int, list[int]]:
     except PermissionError:
         raise CaptureError(cap.pid, f"permission denied listing {fd_dir}") from None
     except FileNotFoundError:
-        raise CaptureError(cap.pid, "the process exited during the capture") from None
+        raise ProcessExited(cap.pid) from None
     sockets: dict[int, list[int]] = {}
     for fd in sorted(int(n) for n in names if n.isdigit()):
         link = f"{fd_dir}/{fd}"
@@ -289,19 +323,19 @@ def _open_files(cap: _Capture) -> dict[int, list[int]]:
             text = os.readlink(link)
             info = _fdinfo(f"{cap.proc}/fdinfo/{fd}")
             mnt_id = _mnt_id(info)
-            st = os.stat(link)  # follows the magic link to the open file itself
+            st = kernel.statx_cached(link)  # the open file itself, from the kernel's copy of its inode
         except FileNotFoundError:
             continue  # closed meanwhile: not an fd of the process any more
         except OSError as exc:
             cap.skip(target_id, "open", None, None, f"cannot read the fd: {exc.strerror or exc}")
             continue
         if text.startswith("socket:["):
-            sockets.setdefault(st.st_ino, []).append(fd)
+            sockets.setdefault(st.ino, []).append(fd)
             continue
         if not text.startswith("/"):
             cap.skip(target_id, "open", None, mnt_id, _no_path_reason(text))
             continue
-        file_type = file_type_of(st.st_mode)
+        file_type = file_type_of(st.mode)
         access = _access(int(info.get("flags", "0"), 8))  # fdinfo prints flags in octal
         path, why = cap.path_of(text, st)
         if file_type is None:
@@ -312,7 +346,7 @@ def _open_files(cap: _Capture) -> dict[int, list[int]]:
             cap.skip(target_id, "open", path, mnt_id, why)
             continue
         assert path is not None
-        rdev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}" if file_type in ("char", "block") else None
+        rdev = f"{os.major(st.rdev)}:{os.minor(st.rdev)}" if file_type in ("char", "block") else None
         cap.add(target_id, "open", mnt_id, path, file_type=file_type, access=access, rdev=rdev)
     return sockets
 
@@ -322,24 +356,19 @@ def _fs_link(cap: _Capture, name: str, kind: str, text: str | None = None) -> No
     link = f"{cap.proc}/{name}"
     try:
         text = os.readlink(link) if text is None else text
-        fd = os.open(link, os.O_PATH | os.O_CLOEXEC)
+        st = kernel.statx_cached(link)
     except FileNotFoundError:
         cap.alive()
         return
     except OSError as exc:
-        cap.skip("cwd", "chdir", None, None, f"cannot read {link}: {exc.strerror or exc}")
+        cap.skip(name, kind, None, None, f"cannot read {link}: {exc.strerror or exc}")
         return
-    try:
-        st = os.fstat(fd)
-        mnt_id = _own_fd_mnt_id(fd)
-    finally:
-        os.close(fd)
     path, why = cap.path_of(text, st)
     if why:
-        cap.skip(name, kind, path, mnt_id, why)
+        cap.skip(name, kind, path, st.mnt_id, why)
     else:
         assert path is not None
-        cap.add(name, kind, mnt_id, path)
+        cap.add(name, kind, st.mnt_id, path)
 
 
 def _root(cap: _Capture, root_text: str, namespace_view: bool) -> None:
@@ -372,7 +401,7 @@ def _mappings(cap: _Capture) -> None:
         link = f"{map_dir}/{name}"
         try:
             text = os.readlink(link)
-            fd = os.open(link, os.O_PATH | os.O_CLOEXEC)
+            st = kernel.statx_cached(link)
         except FileNotFoundError:
             continue  # unmapped meanwhile
         except OSError as exc:
@@ -388,19 +417,15 @@ def _mappings(cap: _Capture) -> None:
                     reason += " (map_files needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; maps has no mount id)"
                 cap.skip("map-" + name.split("-")[0], "mmap", named, None, reason)
             continue
-        try:
-            st = os.fstat(fd)
-            mnt_id = _own_fd_mnt_id(fd)
-        finally:
-            os.close(fd)
-        key = (mnt_id, st.st_dev, st.st_ino)
+        mnt_id = st.mnt_id
+        key = (mnt_id, st.dev, st.ino)
         if key in seen:
             continue  # another vma of a file already listed: one target per file
         seen.add(key)
         target_id = "map-" + name.split("-")[0]
         path, why = cap.path_of(text, st)
-        if not stat.S_ISREG(st.st_mode):
-            kind = file_type_of(st.st_mode) or "special file"
+        if not stat.S_ISREG(st.mode):
+            kind = file_type_of(st.mode) or "special file"
             why = why or f"a mapping of a {kind} (a driver's memory): mapped again from the device, not planned as a file"
         if why:
             cap.skip(target_id, "mmap", path, mnt_id, why)
@@ -496,26 +521,13 @@ def _socket_mount(cap: _Capture, sock: _UnixSocket, path: str) -> tuple[int | No
     if len(candidates) == 1:
         return candidates[0].mount_id, None
     today = None
-    try:
-        fd = cap.open_in_root(path)
-        try:
-            st = os.fstat(fd)
-            if (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) == (*sock.vfs_dev, sock.vfs_ino):
-                today = _own_fd_mnt_id(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    st = cap.stat_in_root(path)
+    if st is not None and (os.major(st.dev), os.minor(st.dev), st.ino) == (*sock.vfs_dev, sock.vfs_ino):
+        today = st.mnt_id
     if today is not None and any(m.mount_id == today for m in candidates):
         return today, None
-    try:
-        fd = cap.open_in_root(os.path.dirname(path))
-        try:
-            leads_to = _own_fd_mnt_id(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        leads_to = None
+    parent = cap.stat_in_root(os.path.dirname(path))
+    leads_to = parent.mnt_id if parent is not None else None
     rest = [m for m in candidates if m.mount_id != leads_to] or candidates
     best = max(rest, key=lambda m: (len(m.mountpoint), -order[m.mount_id]))
     cap.notes.append(
@@ -549,14 +561,14 @@ def _socket_path(cap: _Capture, sock: _UnixSocket, name: str) -> str:
     inside = cap.chroot.rstrip("/") + name
     for path, start in ((inside, cap.process_root_fd), (name, cap.root_fd)):
         try:
-            fd = _openat2(start, name.lstrip("/"), os.O_PATH | os.O_NOFOLLOW, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+            fd = _openat2(start, name.lstrip("/"), os.O_PATH | os.O_NOFOLLOW, _IN_ROOT)
         except OSError:
             continue
         try:
-            st = os.fstat(fd)
+            st = kernel.statx_cached(fd)
         finally:
             os.close(fd)
-        if (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) == (*(sock.vfs_dev or (-1, -1)), sock.vfs_ino):
+        if (os.major(st.dev), os.minor(st.dev), st.ino) == (*(sock.vfs_dev or (-1, -1)), sock.vfs_ino):
             return path
     possible = [p for p in (name, inside)
                 if any((m.major, m.minor) == sock.vfs_dev and _is_under(p, m.mountpoint) for m in cap.mounts)]
@@ -624,15 +636,9 @@ def _file_mounts(cap: _Capture) -> list[int]:
     for m in cap.mounts:
         if m.deleted:
             continue
-        try:
-            fd = cap.open_in_root(m.mountpoint)
-        except OSError:
-            continue
-        try:
-            if stat.S_ISREG(os.fstat(fd).st_mode) and _own_fd_mnt_id(fd) == m.mount_id:
-                out.append(m.mount_id)
-        finally:
-            os.close(fd)
+        st = cap.stat_in_root(m.mountpoint)
+        if st is not None and stat.S_ISREG(st.mode) and st.mnt_id == m.mount_id:
+            out.append(m.mount_id)
     return out
 
 
@@ -698,9 +704,40 @@ def capture_pid(pid: int) -> dict[str, Any]:
     the table of its mount namespace seen from the namespace's root (as CRIU dumps it), and
     every path is in that view, so that the root itself is a target with a path; when that
     cannot be read, /proc/PID/mountinfo (paths relative to the process root), with a note.
+
+    A pidfd is held from the start. After the last read the process it names must still be
+    running (not a zombie): then no read above can have been of another process that took
+    its number, and none was cut short by its exit. Otherwise ProcessExited (exit 1), and no
+    dump: a part of one would pass for the whole.
+
+    Nothing here asks a filesystem anything (an unresponsive FUSE or NFS server would block
+    the capture in D state, deaf even to SIGKILL): file types, inodes and mount ids come from
+    fdinfo, readlink and statx with AT_STATX_DONT_SYNC; paths are looked up with openat2's
+    RESOLVE_CACHED. An object only its filesystem could place is skipped, with that reason.
     """
     if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         raise CaptureError(pid, "not a process id")
+    try:
+        pidfd = kernel.pidfd_open(pid)
+    except OSError as exc:
+        raise CaptureError(pid, "no such process" if exc.errno == errno.ESRCH else exc.strerror or str(exc)) from None
+    try:
+        if kernel.pidfd_exited(pidfd):
+            raise CaptureError(pid, "not a live process: it has exited (a zombie its parent has not reaped)")
+        try:
+            dump = _capture(pid, pidfd)
+        except (CaptureError, OSError):
+            if kernel.pidfd_exited(pidfd):
+                raise ProcessExited(pid) from None
+            raise
+        if kernel.pidfd_exited(pidfd):  # the last read may have been its last moment
+            raise ProcessExited(pid)
+        return dump
+    finally:
+        os.close(pidfd)
+
+
+def _capture(pid: int, pidfd: int) -> dict[str, Any]:
     proc = f"/proc/{pid}"
     try:
         root_text = os.readlink(f"{proc}/root")
@@ -738,7 +775,7 @@ def capture_pid(pid: int) -> dict[str, Any]:
         mounts = parse(mountinfo, f"{proc}/mountinfo")
         view = _View("/" if namespace_view else root_text)
         chroot = root_text if namespace_view else None
-        cap = _Capture(pid, proc, mounts, view, root_fd, chroot, notes=notes)
+        cap = _Capture(pid, proc, mounts, view, root_fd, chroot, notes=notes, pidfd=pidfd)
         if chroot is not None:
             cap.process_root_fd = process_root_fd = os.open(f"{proc}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         cap.root_mount = _own_fd_mnt_id(root_fd)
@@ -750,8 +787,8 @@ def capture_pid(pid: int) -> dict[str, Any]:
         file_mounts = _file_mounts(cap)
         cap.alive()
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ESRCH) and not os.path.exists(proc):
-            raise CaptureError(pid, "the process exited during the capture") from None
+        if exc.errno in (errno.ENOENT, errno.ESRCH) and kernel.pidfd_exited(pidfd):
+            raise ProcessExited(pid) from None
         where = f" ({exc.filename})" if exc.filename else ""
         raise CaptureError(pid, f"{exc.strerror or exc}{where}") from None
     finally:

@@ -17,11 +17,13 @@ import os
 import pickle
 import platform
 import resource
+import select
 import signal
 import struct
 import sys
 import traceback
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from planner import msflags
@@ -360,6 +362,63 @@ def statx_ids(where: str | int, dirfd: int = AT_FDCWD, follow: bool = False) -> 
             f"statx {_fd_label(dfd, path)}: kernel gave no STATX_MNT_ID",
         )
     return mnt_id, os.makedev(dev_major, dev_minor), ino, mode
+
+
+AT_STATX_DONT_SYNC = 0x4000
+STATX_NLINK = 0x4
+_CACHED_FIELDS = struct.Struct("<I12xI8xH2xQ88xIIIIQ")  # mask, nlink, mode, ino, rdev, dev, mnt_id
+
+
+@dataclass(frozen=True)
+class CachedStat:
+    """What statx(2) reports with AT_STATX_DONT_SYNC: the kernel's own copy of an inode's attributes."""
+
+    mode: int
+    ino: int
+    dev: int
+    rdev: int
+    nlink: int
+    mnt_id: int
+
+
+def statx_cached(where: str | int, dirfd: int = AT_FDCWD, follow: bool = True) -> CachedStat:
+    """statx(2) of a path (relative to dirfd) or of an fd, answered from what the kernel holds.
+
+    AT_STATX_DONT_SYNC: a network or FUSE filesystem is not asked to refresh the attributes
+    (an unresponsive FUSE server would keep a plain stat(2) in D state, deaf even to SIGKILL).
+    The file type, inode and mount id never change, so the cached ones are the real ones.
+    """
+    buf = _StatxBuf()
+    if isinstance(where, int):
+        dfd, path, flags = where, b"", AT_EMPTY_PATH
+    else:
+        dfd, path, flags = dirfd, os.fsencode(where), 0 if follow else AT_SYMLINK_NOFOLLOW
+    flags |= AT_NO_AUTOMOUNT | AT_STATX_DONT_SYNC
+    if _sys_statx(SYS_STATX, dfd, path, flags, _STATX_MASK | STATX_NLINK, buf) < 0:
+        raise _fail("statx", _fd_label(dfd, path))
+    mask, nlink, mode, ino, rdev_major, rdev_minor, dev_major, dev_minor, mnt_id = _CACHED_FIELDS.unpack_from(buf)
+    if not mask & STATX_MNT_ID:
+        raise OSError(errno_mod.ENOSYS, f"statx {_fd_label(dfd, path)}: kernel gave no STATX_MNT_ID")
+    return CachedStat(mode, ino, os.makedev(dev_major, dev_minor), os.makedev(rdev_major, rdev_minor), nlink, mnt_id)
+
+
+SYS_PIDFD_OPEN = 434
+
+
+def pidfd_open(pid: int) -> int:
+    """A pidfd on process `pid`: it names that process, never another that reuses the number."""
+    fd = _syscall(SYS_PIDFD_OPEN, ctypes.c_int(pid), ctypes.c_uint(0))
+    if fd < 0:
+        raise _fail("pidfd_open", pid)
+    os.set_inheritable(fd, False)
+    return fd
+
+
+def pidfd_exited(pidfd: int) -> bool:
+    """True once the process has exited: a zombie not yet reaped counts as exited (the pidfd is readable)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def statx_mount_id(where: str | int, dirfd: int = AT_FDCWD, follow: bool = False) -> tuple[int, int, int]:
