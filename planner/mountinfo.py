@@ -160,6 +160,11 @@ def parse_line(line: str, source: str = "<mountinfo>", line_no: int = 1, same: d
         tag, colon, value = opt.partition(":")
         if colon and tag in _GROUP_TAGS and not (value.isascii() and value.isdigit() and len(value) <= 18):
             raise MountinfoError(source, line_no, f"{tag} is not a peer group number: {_quote(opt)} (the kernel writes a decimal id)")
+    shared = next((opt for opt in optional if opt.startswith("shared:")), None)
+    if shared is not None and "master:" + shared[len("shared:"):] in optional:
+        # A slave's master is another peer group: making a mount a slave takes it out of its own.
+        raise MountinfoError(source, line_no, f"{shared} and master of the same group: the kernel writes no mount that "
+                             "is a slave of its own peers")
     if not tail[0]:
         raise MountinfoError(source, line_no, "empty filesystem type")
     return Mount(

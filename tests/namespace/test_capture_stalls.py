@@ -104,7 +104,7 @@ def _kill_and_leave_a_zombie(process: subprocess.Popen[bytes]) -> None:
     raise AssertionError("never became a zombie")
 
 
-@pytest.mark.parametrize("when", ["_open_files", "_cwd", "_mappings", "_unix_sockets", "_file_mounts"])
+@pytest.mark.parametrize("when", ["_open_files", "_fs_link", "_mappings", "_unix_sockets", "_file_mounts"])
 def test_a_process_that_exits_during_the_capture_is_exit_1_and_no_dump(
     child: subprocess.Popen[bytes], mocker: MockerFixture, when: str
 ) -> None:
@@ -134,12 +134,12 @@ def test_the_command_writes_no_dump_when_the_process_exits(child: subprocess.Pop
     script = (
         "import os, sys, signal, time\n"
         "from planner import capture\n"
-        "real = capture._cwd\n"
-        "def dying(cap):\n"
+        "real = capture._fs_link\n"
+        "def dying(*args):\n"
         f"    os.kill({child.pid}, signal.SIGKILL)\n"
         f"    while open('/proc/{child.pid}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z': time.sleep(0.01)\n"
-        "    return real(cap)\n"
-        "capture._cwd = dying\n"
+        "    return real(*args)\n"
+        "capture._fs_link = dying\n"
         f"sys.argv = ['overmount', 'capture', '--pid', '{child.pid}', '-o', {str(out)!r}]\n"
         "from planner.cli import main; main()\n"
     )
