@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
+from planner.aliases import same_file, visible_alias
 from planner.errors import TargetError
 from planner.mountinfo import Mount
 from planner.paths import is_clean, is_under, prefixes, unusable
@@ -29,10 +31,19 @@ class TargetFinding:
     # In a forest: (unlisted mount, the top hanging from it) for each other tree on the target's
     # path; its reach then depends on mounts the table does not list (tree.unlisted_on).
     unlisted: tuple[tuple[int, Mount], ...] = ()
+    # A hidden bind target's visible alias: a mount its own path binds the same socket file
+    # through, with no move (planner.aliases); None for every other target.
+    alias: int | None = None
+    same_file: tuple[str, ...] = ()  # the other targets that name the same file of the same filesystem
 
     @property
     def hidden(self) -> bool:
         return bool(self.covers)
+
+    @property
+    def needed_movers(self) -> tuple[int, ...]:
+        """The mounts that must leave the path for this target: none when an alias serves it."""
+        return () if self.alias is not None else self.movers
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,13 @@ class Analysis:
 
     @property
     def lower_bound(self) -> int:
+        """Distinct mounts that must leave some target's path, each target in its own mount."""
         return len({m for finding in self.targets for m in finding.movers})
+
+    @property
+    def lower_bound_with_aliases(self) -> int:
+        """The same, where hidden bind targets are bound through their visible aliases."""
+        return len({m for finding in self.targets for m in finding.needed_movers})
 
     @property
     def naive_moves(self) -> int:
@@ -178,5 +195,9 @@ def analyze(tree: MountTree, targets: list[Target] | tuple[Target, ...] = ()) ->
         unlisted = tree.unlisted_on(target.path, target.mount)
         if target.to is not None:
             unlisted += tree.unlisted_on(target.to, target.mount)
-        findings.append(TargetFinding(target, covers, movers_for(tree, covers), tuple(unlisted)))
+        alias = visible_alias(tree, target) if covers and target.kind == "bind" else None
+        findings.append(TargetFinding(target, covers, movers_for(tree, covers), tuple(unlisted), alias))
+    twins = same_file(tree, targets)
+    if twins:
+        findings = [dataclasses.replace(f, same_file=twins.get(f.target.id, ())) for f in findings]
     return Analysis(tree, tuple(findings))

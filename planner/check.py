@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from planner.aliases import is_alias, target_place
 from planner.paths import is_clean, relative
 from planner.simulate import Landing, Namespace, SimError
 from planner.steps import TARGET_OPS, Step
@@ -17,6 +18,7 @@ class Session:
 
     ns: Namespace
     targets: dict[str, Target]
+    tree: MountTree
     # Where each target's mount sits and where each mount-source's `to` leads, as dumped.
     homes: dict[int, str] = field(default_factory=dict)
     unbindable: set[int] = field(default_factory=set)
@@ -35,6 +37,8 @@ class Session:
     # place, it travels back with it.
     created: dict[int, str] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
+    # Socket files bound by live names (an unlinked one is bound and unlinked again): place -> target id.
+    bound: dict[object, str] = field(default_factory=dict)
     # Paths already found clean: a plan names each move's home and slot twice (out and back).
     clean_paths: set[str] = field(default_factory=set)
     # What exists inside each yard's tmpfs, as paths relative to it ("/0", "/0/x"): only what
@@ -238,6 +242,9 @@ def _reach_target(session: Session, step: Step) -> None:
     if target.mount not in session.homes:
         raise SimError(f"mount {target.mount} of target {target.id} is not in the dump")
     landing = ns.walk(step.path)
+    if target.kind == "bind":
+        _bind(session, step, target, landing)
+        return
     if landing.mount != target.mount:
         hidden = ": still hidden" if step.path == target.path else ""
         raise SimError(f"{step.path} leads into {_name(ns, landing.mount)}, not mount {target.mount}{hidden}")
@@ -261,6 +268,29 @@ def _reach_target(session: Session, step: Step) -> None:
         made = ns.add(f"bind mount of {target.id}")
         ns.attach_at(made, now)
         session.created[made] = target.id
+    session.done.add(target.id)
+
+
+def _bind(session: Session, step: Step, target: Target, landing: Landing) -> None:
+    """bind(2) at the target's own path makes its socket file where the walk ends: in its own
+    mount at its place, or in a visible alias that shows the same file (planner.aliases). The
+    kernel refuses a second live name for one file (EADDRINUSE)."""
+    ns = session.ns
+    inside = relative(target.path, session.homes[target.mount])
+    if step.via is not None and landing.mount != step.via:
+        raise SimError(f"{target.path} leads into {_name(ns, landing.mount)}, not through mount {step.via} as the step says")
+    own = (landing.mount, landing.rel) == (target.mount, inside)
+    if not own and not (landing.mount >= 0 and is_alias(session.tree, target, landing.mount, landing.rel)):
+        if landing.mount == target.mount:
+            raise SimError(f"{target.path} leads to {landing.rel or '/'} inside mount {target.mount}, not to {inside or '/'}")
+        alias = "" if landing.mount < 0 else " or a writable, not idmapped mount showing the same file"
+        raise SimError(f"{target.path} leads into {_name(ns, landing.mount)}, not mount {target.mount}{alias}: still hidden")
+    place = target_place(session.tree, target) or (target.mount, inside)
+    other = session.bound.get(place)
+    if other is not None:
+        raise SimError(f"the kernel would refuse (EADDRINUSE): {target.path} names the socket file {other} is bound to")
+    if not target.unlinked:
+        session.bound[place] = target.id
     session.done.add(target.id)
 
 
@@ -293,7 +323,7 @@ def destination_now(session: Session, target: Target) -> str | None:
 
 
 def new_session(tree: MountTree, targets: list[Target] | tuple[Target, ...], locked: frozenset[int] = frozenset()) -> Session:
-    session = Session(Namespace(tree), {t.id: t for t in targets}, locked=locked, stand_in=tree.stand_in)
+    session = Session(Namespace(tree), {t.id: t for t in targets}, tree, locked=locked, stand_in=tree.stand_in)
     session.unbindable = {m.mount_id for m in tree.mounts if m.unbindable}
     session.unbindable_before = frozenset(session.unbindable)
     session.filesystems = {m.mount_id: (m.fstype, m.options, m.super_options) for m in tree.mounts}

@@ -508,8 +508,8 @@ class _Collector:
     notes: list[str] = field(default_factory=list)
     seen_ids: set[str] = field(default_factory=set)
 
-    def add(self, target_id: str, kind: str, mount: int | None, path: str | None, **extra: str | None) -> None:
-        """A target; extra: file_type and access (dump fields), left out when None."""
+    def add(self, target_id: str, kind: str, mount: int | None, path: str | None, **extra: str | bool | None) -> None:
+        """A target; extra: file_type, access and unlinked (dump fields), left out when None."""
         if target_id in self.seen_ids:
             return
         self.seen_ids.add(target_id)
@@ -620,9 +620,10 @@ def _add_socket(col: _Collector, files: _Files, file_id: int, target_id: str) ->
         else:
             col.skip(target_id, "bind", path, mnt_id, "relative socket name and no name_dir")
             return
-    if body.get("deleted"):
+    unlinked = bool(body.get("deleted"))
+    if unlinked:
         col.notes.append(f"{target_id}: the socket file was unlinked; CRIU binds it at {path} and unlinks it again")
-    col.add(target_id, "bind", mnt_id, path)
+    col.add(target_id, "bind", mnt_id, path, unlinked=unlinked or None)
 
 
 @dataclass

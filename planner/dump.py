@@ -175,8 +175,11 @@ def _target(raw: object, source: str, line: int | None, index: int) -> Target:
     problem = object_problem(raw["kind"], fields["file_type"], fields["access"], fields["rdev"])
     if problem:
         raise TargetError(source, line, f"target {raw['id']}: {problem}")
+    unlinked = raw.get("unlinked", False)
+    if not isinstance(unlinked, bool):
+        raise TargetError(source, line, f"target {raw['id']}: unlinked must be true or false, got {_short(repr(unlinked))}")
     return Target(raw["id"], raw["kind"], raw["mount"], raw["path"], to, line, origin=source,
-                  file_type=fields["file_type"], access=fields["access"], rdev=fields["rdev"])
+                  file_type=fields["file_type"], access=fields["access"], rdev=fields["rdev"], unlinked=unlinked)
 
 
 def _toml_target_lines(text: str) -> list[int | None]:

@@ -50,6 +50,7 @@ from planner.mountinfo import Mount
 from planner.paths import from_root, is_clean
 from planner.render import kinds_summary, plural, printable
 from planner.replica import (
+    Key,
     Replica,
     TargetObject,
     TreeShape,
@@ -611,6 +612,7 @@ class Executor:
         detail: str = "",
         got_mode: int | None = None,
         type_problem: str | None = None,
+        via: object = None,
     ) -> None:
         """Keep the kernel's answer for a target; Mismatch when mount, inode or type differ.
 
@@ -637,6 +639,8 @@ class Executor:
             "type_ok": type_problem is None,
             "stand_in": obj.stand_in,
         }
+        if via is not None:  # a bind through a visible alias mount (planner.aliases)
+            self.results[obj.id]["via"] = via
         if not ok:
             if got != obj.mount:
                 raise Mismatch(f"target {obj.id} reached mount {got} (expected {obj.mount})")
@@ -740,12 +744,63 @@ class Executor:
                 os.close(parent)
             sock_ino = os.fstat(sock.fileno()).st_ino
             diag = kernel.unix_socket_diag([sock_ino]).get(sock_ino)
-        if diag is None:
-            raise Mismatch(f"sock_diag does not know socket inode {sock_ino}")
-        diag_name, vfs_dev, vfs_ino = diag
-        inode_ok = (vfs_dev, vfs_ino) == (obj.dev, file_ino) and file_dev == obj.dev and diag_name == bound
-        detail = f"sock_diag name {diag_name!r} vfs ino {vfs_ino} dev {vfs_dev}; file ino {file_ino}"
-        self._record(index, obj, self.replica.key(file_mnt), inode_ok, detail)
+            if diag is None:
+                raise Mismatch(f"sock_diag does not know socket inode {sock_ino}")
+            diag_name, vfs_dev, vfs_ino = diag
+            inode_ok = (vfs_dev, vfs_ino) == (obj.dev, file_ino) and file_dev == obj.dev and diag_name == bound
+            detail = f"sock_diag name {diag_name!r} vfs ino {vfs_ino} dev {vfs_dev}; file ino {file_ino}"
+            got = self.replica.key(file_mnt)
+            via = step.get("via")
+            if via is not None:
+                # Bound through a visible alias: the file the socket made must be the one the hidden
+                # mount holds, at the target's place in it (looked up from the executor's handle on its
+                # root, as a restored process holding that mount would).
+                if got != via:
+                    raise Mismatch(f"target {obj.id}: {obj.path} was bound in mount {got}, the step says through {via}")
+                got, seen_ok, seen = self._seen_in_own_mount(obj, sock, (vfs_dev, vfs_ino))
+                inode_ok = inode_ok and seen_ok
+                detail += f"; bound through mount {via}, {seen}"
+            self._record(index, obj, got, inode_ok, detail, via=via)
+        if obj.unlinked:
+            # The dumped process had unlinked this name: so does the restorer (CRIU's sk-unix.c),
+            # which leaves the file free for the live name bound after it.
+            self._unlink_in_place(obj.path)
+
+    def _seen_in_own_mount(
+        self, obj: TargetObject, listener: socket.socket, vfs: tuple[int | None, int | None]
+    ) -> tuple[Key, bool, str]:
+        """(mount, ok, text): the socket as the target's own (hidden) mount holds it, found from that
+        mount's root through the executor's handle: the kernel's mount id and inode of the file
+        there, and a connection made by that name that `listener` accepts."""
+        home = self.replica.tree.by_id[obj.mount]
+        head, name = _split(under(obj.path, home.mountpoint) or "")
+        parent = kernel.openat2(self.replica.handles[obj.mount], head.lstrip("/") or ".", os.O_PATH | os.O_DIRECTORY,
+                                kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_BENEATH)
+        here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            mnt, dev, ino = kernel.statx_mount_id(name, dirfd=parent)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                os.fchdir(parent)  # connect(2) by the name inside the hidden mount, from its directory
+                try:
+                    client.connect(name)
+                finally:
+                    os.fchdir(here)
+                listener.setblocking(False)
+                accepted, _ = listener.accept()  # the connection reached this very socket
+                accepted.close()
+        finally:
+            os.close(here)
+            os.close(parent)
+        ok = (dev, ino) == vfs and self.replica.key(mnt) == obj.mount
+        return self.replica.key(mnt), ok, f"in mount {self.replica.key(mnt)} it is ino {ino} dev {dev}, and connect(2) there reached it"
+
+    def _unlink_in_place(self, path: str) -> None:
+        head, name = _split(path)
+        parent = self.resolve(head, os.O_PATH | os.O_DIRECTORY)
+        try:
+            os.unlink(name, dir_fd=parent)
+        finally:
+            os.close(parent)
 
     def op_mmap(self, index: int, step: Mapping[str, Any]) -> None:
         obj, path = self._object(step)
@@ -1049,15 +1104,17 @@ def run_plan(
 
 def _named_by_handle(mounts: list[Mount], steps: list[dict[str, Any]]) -> set[int]:
     """Mounts the executor may have to name by its own handle: the plan keeps their peer group, and
-    a mount stacked on their root means no path names them (see Executor.named)."""
+    a mount stacked on their root means no path names them (see Executor.named); and the hidden
+    mount of a bind through an alias, where the socket file is looked up after the bind."""
     bracketed = {s.get("mount") for s in steps if s.get("op") in ("keeper-bind", "make-private", "rejoin-group")}
     by_id = {m.mount_id: m for m in mounts}
+    aliased = {s.get("mount") for s in steps if s.get("op") == "bind" and s.get("via") is not None}
     return {
         m.parent_id
         for m in mounts
         if m.parent_id in bracketed and m.parent_id != m.mount_id and m.parent_id in by_id
         and by_id[m.parent_id].mountpoint == m.mountpoint
-    }
+    } | {m for m in aliased if isinstance(m, int) and m in by_id}
 
 
 def execute_here(
@@ -1126,7 +1183,8 @@ def _target_line(t: Mapping[str, Any]) -> str:
     if not t.get("type_ok", True):
         return f"{head}: WRONG, in mount {want} but the object's type or access is not the dump's ({t['detail']})"
     made = "the new mount shows the directory" if t["kind"] == "mount-source" else f"the {noun}"
-    return f"{head}: ok, {made} the replica made in mount {want}"
+    via = f", bound through alias mount {t['via']} (the same file)" if t.get("via") is not None else ""
+    return f"{head}: ok, {made} the replica made in mount {want}{via}"
 
 
 def report_text(report: Mapping[str, Any], summarise: Collection[str] = ()) -> str:

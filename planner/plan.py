@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
+from planner.aliases import is_alias, target_place
 from planner.analysis import Analysis, TargetFinding, analyze
 from planner.bulk import collector_paused
 from planner.check import Session, apply_step, destination_now, final_problems, new_session, yard_unfit
@@ -40,6 +41,7 @@ class Plan:
     # the plan (and its JSON) keeps every one.
     in_place: frozenset[str] = frozenset()
     hidden: frozenset[str] = frozenset()  # the targets that are hidden
+    lower_bound_with_aliases: int | None = None  # None: the same as lower_bound (no alias serves a target)
 
     @property
     def moves(self) -> int:
@@ -53,8 +55,14 @@ class Plan:
             "steps": [step.as_json() for step in self.steps],
             "moves": self.moves,
             "lower_bound": self.lower_bound,
+            "lower_bound_with_aliases": self.least_moves,
             "naive_moves": self.naive_moves,
         }
+
+    @property
+    def least_moves(self) -> int:
+        """The lower bound this plan can meet: with hidden bind targets bound through visible aliases."""
+        return self.lower_bound if self.lower_bound_with_aliases is None else self.lower_bound_with_aliases
 
 
 @dataclass
@@ -83,7 +91,7 @@ class _Planner:
         self.yard_keeper: _Out | None = None  # the bracket of the yard's own mount, when it is shared
         self.needed_by: dict[int, list[str]] = {}
         for finding in analysis.targets:
-            for mount in finding.movers:
+            for mount in finding.needed_movers:
                 self.needed_by.setdefault(mount, []).append(finding.target.id)
 
     def emit(self, step: Step) -> None:
@@ -274,6 +282,8 @@ class _Planner:
         # lies stacked on its lower sibling. A target whose own mount rides inside a moved
         # subtree is reached there, through the yard, when nothing in the subtree covers it
         # (not a bind: its path is the socket's name); otherwise that move is undone first.
+        if finding.alias is not None and self.bind_through_alias(finding):
+            return
         chain = self.session.ns.chain(target.mount)
         if chain is None and target.kind != "bind" and self.reach_in_yard(finding):
             return
@@ -299,6 +309,23 @@ class _Planner:
             raise PlanRefused(f"target {target.id}: still covered after moving every mount in its way")
         why = "not hidden" if not finding.hidden else f"now reachable in mount {target.mount}"
         self.emit_target(target, target.path, self.destination(target), why)
+
+    def bind_through_alias(self, finding: TargetFinding) -> bool:
+        """Bind a hidden socket by its own path through the visible alias mount it leads into:
+        the same file of the same filesystem, so the same socket (planner.aliases). False when
+        the path no longer leads there (then the target's own covers move)."""
+        ns = self.session.ns
+        target = finding.target
+        landing = ns.walk(target.path)
+        if landing.mount != finding.alias or not is_alias(self.tree, target, landing.mount, landing.rel):
+            return False
+        alias = self.tree.by_id[landing.mount]
+        why = (
+            f"mount {alias.mount_id} shows the same directory of the same filesystem ({alias.dev} {alias.root}) as "
+            f"mount {target.mount}: binding {target.path} through it makes the same socket file, with no move"
+        )
+        self.emit(Step("bind", mount=target.mount, path=target.path, target=target.id, via=alias.mount_id, why=why))
+        return True
 
     def reach_in_yard(self, finding: TargetFinding) -> bool:
         """Reach the target through the yard, where its mount rides in a parked one; False when
@@ -369,7 +396,7 @@ def target_order(analysis: Analysis) -> list[TargetFinding]:
     the earliest waiting target goes next and its conflicts cost a re-move.
     """
     tree = analysis.tree
-    findings = list(analysis.targets)
+    findings = [f for f in analysis.targets if f.alias is None]
     movers = {m for f in findings for m in f.movers}
     holders: dict[int, list[int]] = {}  # contested mount -> targets whose chain holds it
     for index, finding in enumerate(findings):
@@ -405,6 +432,67 @@ def target_order(analysis: Analysis) -> list[TargetFinding]:
                     if blocked_by[needer] == 0 and not done[needer]:
                         heapq.heappush(ready, needer)
     return order
+
+
+def plan_order(analysis: Analysis) -> list[TargetFinding]:
+    """Bind targets served by an alias first, while the tree is as dumped (their paths lead into
+    the alias there); then the others in target_order. Within one socket file, names the dump
+    says were unlinked are bound (and unlinked again) before the live one."""
+    aliased = [f for f in analysis.targets if f.alias is not None]
+    return unlinked_first(aliased + binds_last(target_order(analysis)))
+
+
+def same_socket_files(analysis: Analysis) -> list[list[TargetFinding]]:
+    """Bind targets naming one socket file (through one mount or two), groups of two or more."""
+    findings = {f.target.id: f for f in analysis.targets}
+    groups: list[list[TargetFinding]] = []
+    seen: set[str] = set()
+    for finding in analysis.targets:
+        if finding.target.kind != "bind" or finding.target.id in seen or not finding.same_file:
+            continue
+        group = [finding] + [findings[i] for i in finding.same_file if findings[i].target.kind == "bind"]
+        seen.update(f.target.id for f in group)
+        if len(group) > 1:
+            groups.append(group)
+    return groups
+
+
+def refuse_duplicate_binds(analysis: Analysis) -> None:
+    """Two live names for one socket file cannot both be bound: the second bind(2) fails with
+    EADDRINUSE. A name the dump says was unlinked can (it is bound and unlinked again first)."""
+    for group in same_socket_files(analysis):
+        live = [f.target for f in group if not f.target.unlinked]
+        if len(live) > 1:
+            first, second = live[0], live[1]
+            place = target_place(analysis.tree, first)
+            where = f" ({place[0]} {place[1]})" if place is not None else ""
+            raise PlanRefused(
+                f"targets {first.id} and {second.id} name the same socket file{where}, {first.path} in mount "
+                f"{first.mount} and {second.path} in mount {second.mount}: only one can be bound (the other's "
+                "bind(2) fails with EADDRINUSE); a name the dumped process had unlinked must say \"unlinked\": true"
+            )
+
+
+def unlinked_first(order: list[TargetFinding]) -> list[TargetFinding]:
+    """`order`, with the unlinked names of each socket file moved just before its live name."""
+    by_id = {f.target.id: f for f in order}
+    early: dict[str, list[TargetFinding]] = {}  # live target id -> its unlinked twins
+    for finding in order:
+        target = finding.target
+        if target.kind == "bind" and not target.unlinked:
+            twins = [by_id[i] for i in finding.same_file if by_id[i].target.kind == "bind" and by_id[i].target.unlinked]
+            if twins:
+                early[target.id] = twins
+    if not early:
+        return order
+    moved = {f.target.id for twins in early.values() for f in twins}
+    out: list[TargetFinding] = []
+    for finding in order:
+        if finding.target.id in moved:
+            continue
+        out.extend(early.get(finding.target.id, ()))
+        out.append(finding)
+    return out
 
 
 def binds_last(order: list[TargetFinding]) -> list[TargetFinding]:
@@ -462,13 +550,14 @@ def _make_plan(
                 f"table does not list (mount {top.mount_id} at {top.mountpoint} hangs from it; whether that lies "
                 f"over the path or under it is unknown); {WHOLE_TABLE}"
             )
+    refuse_duplicate_binds(analysis)
     planner = _Planner(tree, analysis, yard or DEFAULT_YARD, kernel, locked)
     if yard is None:
         planner.yard = planner.default_yard()
     planner.session.planned_yards.add(planner.yard)
     before = planner.session.ns.shape()
     planner.check_yard()
-    for finding in binds_last(target_order(analysis)):
+    for finding in plan_order(analysis):
         planner.reach(finding)
     planner.finish()
     in_view = {f.target.id: f.target for f in analysis.targets if not f.hidden}
@@ -477,7 +566,8 @@ def _make_plan(
         if s.target in in_view and (s.path, s.to) == (in_view[s.target].path, in_view[s.target].to)
     )
     hidden = frozenset(f.target.id for f in analysis.targets if f.hidden)
-    plan = Plan(planner.yard, tuple(planner.steps), analysis.lower_bound, analysis.naive_moves, in_place, hidden)
+    plan = Plan(planner.yard, tuple(planner.steps), analysis.lower_bound, analysis.naive_moves, in_place, hidden,
+                analysis.lower_bound_with_aliases)
     # Every step already went through check's apply_step as it was emitted (emit()), so what
     # check_plan would add is its verdict on the end state; running all steps again would only
     # repeat the same simulation.

@@ -73,11 +73,14 @@ def analysis_json(analysis: Analysis) -> dict[str, object]:
                 "hidden": f.hidden,
                 "covered_by": [c.mount for c in f.covers],
                 "must_move": list(f.movers),
+                "alias": f.alias,
+                "same_file": list(f.same_file),
                 **forest({u for u, _ in f.unlisted}),
             }
             for f in analysis.targets
         ],
         "lower_bound": analysis.lower_bound,
+        "lower_bound_with_aliases": analysis.lower_bound_with_aliases,
         "naive_moves": analysis.naive_moves,
     }
 
@@ -167,7 +170,7 @@ def analysis_text(analysis: Analysis, show_all: bool = False, style: TableStyle 
             continue
         # The target lines hang inside the mount's own bars: a bar goes on down when children follow.
         pad = below + (style.bar if tree.children.get(mount.mount_id) else "  ")
-        in_view = [f for f in findings if not (f.hidden or f.unlisted)]
+        in_view = [f for f in findings if not (f.hidden or f.unlisted or f.same_file)]
         for finding in findings:
             if show_all or finding not in in_view or len(in_view) == 1:
                 lines.append(pad + _target_note(finding))
@@ -180,7 +183,7 @@ def analysis_text(analysis: Analysis, show_all: bool = False, style: TableStyle 
         f"{plural(len(tree.mounts), 'mount')}, {len(analysis.mount_covers)} hidden; "
         f"{plural(len(analysis.targets), 'target')}, {hidden_targets} hidden; "
         f"mounts that must move: {analysis.lower_bound} (lower bound), "
-        f"{analysis.naive_moves} if each target moved its own"
+        f"{analysis.lower_bound_with_aliases} with aliases, {analysis.naive_moves} if each target moved its own"
     )
     if tree.stand_in is not None:
         unlisted = sorted(set(tree.unlisted_parent.values()))
@@ -197,6 +200,10 @@ def _target_note(finding: TargetFinding) -> str:
     state = f"HIDDEN, covered by {_ids(c.mount for c in finding.covers)}" if finding.hidden else "not hidden"
     if finding.unlisted:
         state = _unknown(finding.unlisted)
+    if finding.alias is not None:
+        state += f"; bound through alias mount {finding.alias}, no move"
+    if finding.same_file:
+        state += f"; same file as {', '.join(printable(i) for i in finding.same_file)}"
     to = f" -> {printable(t.to)}" if t.to else ""
     what = ", ".join(x for x in (t.file_type, t.access, t.rdev) if x is not None)
     kind = f"{t.kind} ({what})" if what else t.kind
@@ -230,7 +237,8 @@ def _step_text(step: Step) -> str:
     if step.op in ("yard-create", "yard-remove"):
         return f"{step.op:<13} {step.path}"
     extra = f" -> {step.to}" if step.to else ""
-    return f"{step.op:<13} {step.target}: {step.path}{extra} (mount {step.mount})"
+    via = f", through alias mount {step.via}" if step.via is not None else ""
+    return f"{step.op:<13} {step.target}: {step.path}{extra} (mount {step.mount}{via})"
 
 
 def in_place_steps(plan: Plan) -> list[int]:
@@ -273,8 +281,9 @@ def plan_text(plan: Plan, source: str, show_all: bool = False) -> str:
     """
     targets = sum(1 for s in plan.steps if s.target)
     hidden = len(plan.hidden)
-    moves = (f"{plural(plan.moves, 'move')} aside and back (lower bound {plan.lower_bound}, naive {plan.naive_moves}), "
-             f"yard {plan.yard}") if plan.moves else "no move needed"
+    moves = (f"{plural(plan.moves, 'move')} aside and back (lower bound {plan.lower_bound}, {plan.least_moves} with "
+             f"aliases, naive {plan.naive_moves}), yard {plan.yard}") if plan.moves else (
+             f"no move needed (lower bound {plan.lower_bound}, 0 with aliases)" if plan.lower_bound else "no move needed")
     header = f"plan for {source}: {plural(targets, 'target')} ({hidden or 'none'} hidden), {moves}"
     lines = [printable(header)]
     in_place = [] if show_all else in_place_steps(plan)
@@ -450,7 +459,8 @@ class _ShellScript:
         call = "chroot" if step.op == "root" else step.op  # a root is set by chroot(2) (or pivot_root)
         return [
             (f"# no command: the restoring process does {call}({printable(step.path or '')}) now "
-            f"(target {printable(step.target or '')}, mount {step.mount})")
+            f"(target {printable(step.target or '')}, mount {step.mount}"
+            + (f", through alias mount {step.via})" if step.via is not None else ")"))
         ]
 
 

@@ -228,17 +228,6 @@ class DumpTree(MountTree):
                 )
         self.at: dict[tuple[int, str], Mount] = {place: self.by_id[ids[0]] for place, ids in self.children_at.items()}
 
-    def visible(self, path: str) -> Mount:
-        """The mount a walk of `path` from the root ends in (topmost at each component)."""
-        cur = self.root
-        prefix = "/"
-        for part in [""] + _parts(path):
-            if part:
-                prefix = _join(prefix, part)
-            while (nxt := self.at.get((cur.mount_id, prefix))) is not None:
-                cur = nxt
-        return cur
-
     def inside(self, m: Mount, path: str, what: str) -> str:
         """`path` (absolute in the namespace) as a path in m's superblock."""
         rel = under(path, m.mountpoint)
@@ -268,6 +257,7 @@ class TargetObject:
     access: str | None = None  # how the dump's fd held it (open targets)
     file_type: str | None = None  # what the dump says it is
     stand_in: str | None = None  # why a stand-in was made in its place, when one was
+    unlinked: bool = False  # a socket name the dumped process had unlinked: unlinked again once bound
 
 
 @dataclass
@@ -815,6 +805,6 @@ def _target_objects(
         objects[t.id] = TargetObject(
             t.id, t.kind, t.mount, t.path, dev_of[m.dev], st.st_ino, t.to, to_mount, to_ino,
             mode=st.st_mode, rdev=st.st_rdev, access=t.access, file_type=t.file_type,
-            stand_in=stand_ins.get((m.dev, inner)),
+            stand_in=stand_ins.get((m.dev, inner)), unlinked=t.unlinked,
         )
     return objects

@@ -39,11 +39,16 @@ class Step:
     to: str | None = None
     target: str | None = None
     why: str = field(default="", compare=False)
+    # bind only: the visible alias mount the socket's own path leads into (planner.aliases);
+    # an extra field of the plan format, for people and executors that check the mount.
+    via: int | None = None
 
     def as_json(self) -> dict[str, object]:
         out: dict[str, object] = {"op": self.op}
         for key in REQUIRED[self.op]:
             out[key] = self.src if key == "from" else getattr(self, key)
+        if self.via is not None:
+            out["via"] = self.via
         if self.why:
             out["why"] = self.why
         return out
@@ -67,6 +72,9 @@ def step_from_json(data: object) -> Step:
         if problem is not None:
             raise ValueError(f"{op}: {key!r} {problem}")
     why = data.get("why", "")
+    via = data.get("via")
+    if via is not None and (op != "bind" or not isinstance(via, int) or isinstance(via, bool)):
+        raise ValueError(f"{op}: 'via' must be a mount id, and only a bind has one")
     return Step(
         op=op,
         mount=data.get("mount"),
@@ -75,6 +83,7 @@ def step_from_json(data: object) -> Step:
         to=data.get("to"),
         target=data.get("target"),
         why=why if isinstance(why, str) else "",
+        via=via,
     )
 
 

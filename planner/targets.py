@@ -48,6 +48,9 @@ class Target:
     `to` is the bind mount's destination, for kind mount-source only.
     `file_type`, `access` and `rdev` (a device's "major:minor") are what the dump knows of
     the object and of the fd that held it; None when it does not say.
+    `unlinked`: the name was unlinked after the object was made (a socket bound, then its file
+    removed, as a restarting daemon leaves the old one): the restorer binds it and unlinks the
+    name again, so another target may then bind the same file.
     """
 
     id: str
@@ -60,6 +63,7 @@ class Target:
     file_type: str | None = None
     access: str | None = None
     rdev: str | None = None
+    unlinked: bool = False
 
     def as_json(self) -> dict[str, object]:
         out: dict[str, object] = {"id": self.id, "kind": self.kind, "mount": self.mount, "path": self.path}
@@ -69,6 +73,8 @@ class Target:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        if self.unlinked:
+            out["unlinked"] = True
         return out
 
 

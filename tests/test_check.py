@@ -5,6 +5,7 @@ import pytest
 from planner.check import check_plan
 from planner.plan import make_plan
 from planner.steps import Step, step_from_json
+from planner.targets import Target
 from tests.helpers import SEED, targets_of, tree_of
 
 TREE = tree_of(*SEED)
@@ -27,17 +28,21 @@ def test_a_hand_written_plan_passes() -> None:
     assert check_plan(TREE, TARGETS, good()) == []
 
 
-def test_the_planner_writes_the_same_plan() -> None:
+def test_the_planner_writes_the_same_plan_with_the_socket_bound_through_its_alias() -> None:
+    # 129 shows 123's directory of 0:18 at the same path: the socket is bound through it, no move.
     plan = make_plan(TREE, TARGETS)
-    assert [s.as_json() | {"why": ""} for s in plan.steps] == [s.as_json() | {"why": ""} for s in good()]
-    assert (plan.moves, plan.lower_bound, plan.naive_moves) == (1, 1, 2)
+    bind = Step("bind", mount=123, path="/sys/fs/cgroup/cgmanager/sock", target="t1", via=129)
+    expected = [bind] + [s for s in good() if s.op != "bind"]
+    assert [s.as_json() | {"why": ""} for s in plan.steps] == [s.as_json() | {"why": ""} for s in expected]
+    assert (plan.moves, plan.lower_bound, plan.least_moves, plan.naive_moves) == (1, 1, 1, 2)
+    assert check_plan(TREE, TARGETS, expected) == []
 
 
 def test_op_while_still_hidden() -> None:
     steps = good()
-    steps.insert(1, steps.pop(2))  # bind before the move
+    steps.insert(1, steps.pop(3))  # open before the move
     problems = check_plan(TREE, TARGETS, steps)
-    assert problems == ["step 1 (bind t1): /sys/fs/cgroup/cgmanager/sock leads into mount 129, not mount 123: still hidden"]
+    assert problems == ["step 1 (open t2): /sys/fs/cgroup/notes leads into mount 128, not mount 122: still hidden"]
 
 
 def test_missing_move_back() -> None:
@@ -189,3 +194,41 @@ def test_a_mount_source_after_its_place_went_back_is_refused() -> None:
              Step("move-back", mount=3, src=PARKED, to="/a"),
              Step("mount-source", mount=2, path="/a/src", to=PARKED + "/dest", target="t1")]
     assert check_plan(RIDER, COVERED_TO, steps)[0].startswith("step 3 (mount-source t1): /a/src leads into mount 3, not mount 2")
+
+
+# One socket file through two mounts: 123 and 129 show /cgmanager of 0:18 at the same path.
+SOCK = "/sys/fs/cgroup/cgmanager/sock"
+
+
+def bind_first(**fields: object) -> list[Step]:
+    steps = good()
+    steps.insert(0, steps.pop(2))
+    steps[0] = Step("bind", mount=123, path=SOCK, target="t1", **fields)  # type: ignore[arg-type]
+    return steps
+
+
+def test_a_bind_through_an_alias_passes_with_or_without_via() -> None:
+    assert check_plan(TREE, TARGETS, bind_first()) == []  # what the kernel does decides
+    assert check_plan(TREE, TARGETS, bind_first(via=129)) == []
+    assert check_plan(TREE, TARGETS, bind_first(via=131)) == [
+        "step 0 (bind t1): /sys/fs/cgroup/cgmanager/sock leads into mount 129, not through mount 131 as the step says"]
+
+
+@pytest.mark.parametrize("options", ["ro,relatime", "rw,relatime,idmapped"])
+def test_a_read_only_or_idmapped_mount_is_no_alias(options: str) -> None:
+    tree = tree_of(*SEED[:-1], SEED[-1].replace(" rw - tmpfs", f" {options} - tmpfs"))
+    assert check_plan(tree, TARGETS, bind_first()) == [
+        ("step 0 (bind t1): /sys/fs/cgroup/cgmanager/sock leads into mount 129, not mount 123 or a writable, not "
+        "idmapped mount showing the same file: still hidden")]
+    plan = make_plan(tree, TARGETS)
+    assert plan.moves == plan.least_moves == plan.lower_bound == 1 and plan.steps[0].op == "yard-create"
+
+
+def test_a_second_live_bind_of_one_socket_file_is_refused_like_the_kernel() -> None:
+    targets = [*TARGETS, Target("t3", "bind", 129, SOCK)]
+    steps = [*good(), Step("bind", mount=129, path=SOCK, target="t3")]
+    assert check_plan(TREE, targets, steps) == [
+        "step 6 (bind t3): the kernel would refuse (EADDRINUSE): /sys/fs/cgroup/cgmanager/sock names the socket file t1 is bound to"]
+    unlinked = [*TARGETS[:1], Target("t3", "bind", 129, SOCK, unlinked=True), TARGETS[1]]
+    steps.insert(0, steps.pop())  # the unlinked name first: bound, then unlinked again
+    assert check_plan(TREE, unlinked, steps) == []

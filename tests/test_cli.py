@@ -21,7 +21,7 @@ def test_analyze_marks_123_hidden_under_128() -> None:
     text = out.stdout.decode()
     line_123 = next(l for l in text.splitlines() if "/sys/fs/cgroup/cgmanager " in l and " 123 " in l)
     assert line_123.endswith("HIDDEN, covered by 128")
-    assert "* target t1 bind /sys/fs/cgroup/cgmanager/sock  [HIDDEN, covered by 128]" in text
+    assert "* target t1 bind /sys/fs/cgroup/cgmanager/sock  [HIDDEN, covered by 128; bound through alias mount 129, no move]" in text
 
 
 def test_analyze_json_contract() -> None:
@@ -40,7 +40,7 @@ def test_bare_mountinfo_from_stdin_with_target_options() -> None:
     assert out.returncode == 0, out.stderr
     target = json.loads(out.stdout)["targets"][0]
     assert target == {"id": "t1", "kind": "bind", "mount": 123, "path": "/sys/fs/cgroup/cgmanager/sock",
-                      "hidden": True, "covered_by": [128], "must_move": [128]}
+                      "hidden": True, "covered_by": [128], "must_move": [128], "alias": 129, "same_file": []}
 
 
 def test_plan_json_then_check(tmp_path) -> None:
@@ -48,8 +48,10 @@ def test_plan_json_then_check(tmp_path) -> None:
     assert overmount("plan", SEED, "--format", "json", "-o", str(plan_file)).returncode == 0
     plan = json.loads(plan_file.read_text())
     assert plan["format"] == "overmount-plan/1"
-    assert [s["op"] for s in plan["steps"]][:2] == ["yard-create", "move-aside"]
-    assert (plan["moves"], plan["lower_bound"], plan["naive_moves"]) == (1, 1, 3)
+    # t1's socket is bound through 129 (an alias of 123, see How it decides), then one bracket.
+    assert [s["op"] for s in plan["steps"]][:3] == ["bind", "yard-create", "move-aside"]
+    assert plan["steps"][0]["via"] == 129
+    assert (plan["moves"], plan["lower_bound"], plan["lower_bound_with_aliases"], plan["naive_moves"]) == (1, 1, 1, 3)
     out = overmount("check", SEED, str(plan_file))
     assert (out.returncode, out.stdout.decode()) == (0, "ok: 8 steps, 1 move, 4 targets reached, tree restored\n")
 

@@ -5,6 +5,7 @@ import pytest
 from planner.check import check_plan
 from planner.errors import PlanRefused
 from planner.plan import make_plan
+from planner.targets import Target
 from tests.helpers import SEED, targets_of, tree_of
 
 ROOT = "1 0 8:1 / / rw - ext4 /dev/vda rw"
@@ -235,4 +236,34 @@ def test_a_mount_source_waits_for_the_targets_on_its_to() -> None:
     targets = targets_of(("mount-source", 3, "/b/src", "/a/x"), ("open", 2, "/a/x/f"))
     plan = make_plan(tree, targets)
     assert [s.target for s in plan.steps if s.target] == ["t2", "t1"]
+    assert check_plan(tree, targets, list(plan.steps)) == []
+
+
+SOCK = "/sys/fs/cgroup/cgmanager/sock"
+
+
+def test_a_hidden_socket_is_bound_through_a_visible_alias_and_nothing_else_is() -> None:
+    # 129 shows 123's /cgmanager of 0:18 at the same path: the socket needs no move; the file
+    # opened and the cwd in 123 do (there the mount itself is what is restored).
+    tree = tree_of(*SEED)
+    plan = make_plan(tree, targets_of(("bind", 123, SOCK)))
+    assert ops(plan) == [("bind", 123, SOCK, None)] and plan.steps[0].via == 129
+    assert (plan.moves, plan.lower_bound, plan.least_moves) == (0, 1, 0)
+    for kind in ("open", "chdir", "mmap"):
+        other = make_plan(tree, targets_of((kind, 123, "/sys/fs/cgroup/cgmanager/x")))
+        assert (other.moves, other.least_moves) == (1, 1) and all(s.via is None for s in other.steps)
+
+
+def test_two_live_names_of_one_socket_file_are_refused_naming_both() -> None:
+    tree = tree_of(*SEED)
+    with pytest.raises(PlanRefused, match=r"targets t1 and t2 name the same socket file \(0:18 /cgmanager/sock\), "
+                                          r"/sys/fs/cgroup/cgmanager/sock in mount 123 and .* in mount 129: only one"):
+        make_plan(tree, targets_of(("bind", 123, SOCK), ("bind", 129, SOCK)))
+
+
+def test_an_unlinked_name_of_the_same_socket_is_bound_first() -> None:
+    tree = tree_of(*SEED)
+    targets = [Target("live", "bind", 129, SOCK), Target("old", "bind", 123, SOCK, unlinked=True)]
+    plan = make_plan(tree, targets)
+    assert [s.target for s in plan.steps] == ["old", "live"] and plan.moves == 0
     assert check_plan(tree, targets, list(plan.steps)) == []
