@@ -40,17 +40,25 @@ def target_place(tree: MountTree, target: Target) -> Place | None:
 
 
 def same_file(tree: MountTree, targets: Iterable[Target]) -> dict[str, tuple[str, ...]]:
-    """For each target naming a file another target names too, the ids of the others."""
-    by_place: dict[Place, list[str]] = {}
+    """For each target naming a file another target names too, the ids of the others: through
+    another mount or by another path (two fds on one path are no news), and any two binds (one
+    socket file cannot be bound twice)."""
+    by_place: dict[Place, list[Target]] = {}
     for target in targets:
         place = target_place(tree, target)
         if place is not None:
-            by_place.setdefault(place, []).append(target.id)
+            by_place.setdefault(place, []).append(target)
     out: dict[str, tuple[str, ...]] = {}
-    for ids in by_place.values():
-        if len(ids) > 1:
-            for one in ids:
-                out[one] = tuple(other for other in ids if other != one)
+    for group in by_place.values():
+        if len(group) < 2:
+            continue
+        for one in group:
+            others = tuple(
+                other.id for other in group
+                if other is not one and ((other.mount, other.path) != (one.mount, one.path) or other.kind == one.kind == "bind")
+            )
+            if others:
+                out[one.id] = others
     return out
 
 

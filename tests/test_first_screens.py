@@ -242,13 +242,13 @@ def test_target_lines_keep_the_tree_bars() -> None:
     text = overmount("analyze", SEED).stdout.decode()
     # 122 has children: its targets hang on the bar that leads down to them; 123 has a sibling below
     assert "      │ * target t2 open /sys/fs/cgroup/notes.txt  [HIDDEN, covered by 128]" in text
-    assert "      │   * target t1 bind /sys/fs/cgroup/cgmanager/sock  [HIDDEN, covered by 128]" in text
+    assert "      │   * target t1 bind /sys/fs/cgroup/cgmanager/sock  [HIDDEN, covered by 128; bound through alias mount 129, no move]" in text
     assert "│ │ * target t4 open /dev/foo  [not hidden]" in text
 
 
 def test_words_count_right_and_say_what_was_verified() -> None:
     plan = overmount("plan", SEED).stdout.decode()
-    assert ": 4 targets (3 hidden), 1 move aside and back (lower bound 1, naive 3)" in plan.splitlines()[0]
+    assert ": 4 targets (3 hidden), 1 move aside and back (lower bound 1, 1 with aliases, naive 3)" in plan.splitlines()[0]
     tree = MountTree(load(os.path.join(REPO, SEED)).mounts, "<seed>")
     assert render.plural(1, "move") == "1 move" and render.plural(2, "move") == "2 moves"
     assert make_plan(tree, load(os.path.join(REPO, SEED)).targets, kernel=(6, 1)).moves == 1
