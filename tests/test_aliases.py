@@ -1,5 +1,5 @@
 """One file through two mounts: the same-file and alias rules, case by case (the kernel's side is
-in tests/namespace/test_aliases.py)."""
+in tests/namespace/test_socket_aliases.py)."""
 
 import pytest
 
