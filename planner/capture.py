@@ -623,8 +623,31 @@ def _unix_sockets(cap: _Capture, sockets: dict[int, list[int]]) -> None:
         mount, problem = _socket_mount(cap, sock, path)
         if problem:
             cap.skip(target_id, "bind", path, mount, problem, fds=fds)
-        else:
-            cap.add(target_id, "bind", mount, path, fds=fds)
+            continue
+        unlinked = mount is not None and _name_unlinked(cap, sock, path, mount)
+        if unlinked:
+            cap.notes.append(f"{target_id}: its name {path} was unlinked (it names another file now, or none): the "
+                             "restorer binds it and unlinks it again")
+        cap.add(target_id, "bind", mount, path, fds=fds, unlinked=unlinked or None)
+
+
+def _name_unlinked(cap: _Capture, sock: _UnixSocket, path: str, mount: int) -> bool:
+    """Whether the socket's name was unlinked (a restarted daemon leaves its old socket so, and binds
+    a new one by the same name): the name's directory leads into the socket's own mount today, and
+    the name there is no file or another one. False where a cover hides the directory (then nobody
+    can tell) or where only the filesystem could answer."""
+    parent = cap.stat_in_root(os.path.dirname(path))
+    if parent is None or parent.mnt_id != mount:
+        return False
+    try:
+        fd = cap.open_in_root(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOENT
+    try:
+        st = kernel.statx_cached(fd)
+    finally:
+        os.close(fd)
+    return (os.major(st.dev), os.minor(st.dev), st.ino) != (*sock.vfs_dev, sock.vfs_ino) if sock.vfs_dev else False
 
 
 def _file_mounts(cap: _Capture) -> list[int]:

@@ -7,17 +7,23 @@ import os
 import socket
 import stat
 import tempfile
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from planner import kernel
+from planner.capture import capture_pid
+from planner.dump import from_json
+from planner.errors import PlanRefused
 from planner.execute import Executor, execute, execute_here
 from planner.mountinfo import Mount
 from planner.plan import make_plan
 from planner.replica import Replica
 from planner.targets import Target
 from planner.tree import MountTree
+from tests.namespace.children import PRELUDE, Children
 
 pytestmark = pytest.mark.namespace
 
@@ -84,3 +90,54 @@ def test_a_read_only_mount_cannot_bind_what_its_writable_twin_can() -> None:
     # Why an alias must be writable (and why the planner does not use 129 when it is ro).
     refused, shown = kernel.run_in_namespace(_bind_through_a_read_only_alias)
     assert refused == errno.EROFS and shown
+
+
+RESTARTED = PRELUDE + textwrap.dedent(
+    """
+    CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x20000, 0x4000, 1 << 18
+    base, ready_fd, cover = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "covered"
+    check(libc.unshare(CLONE_NEWNS), "unshare")
+    check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    check(libc.mount(b"data", base.encode(), b"tmpfs", 0, b"size=1m"), "mount data")
+    os.mkdir(base + "/d")
+    old = socket.socket(socket.AF_UNIX)
+    old.bind(base + "/d/sock")
+    old.listen()
+    os.unlink(base + "/d/sock")  # as a daemon that restarts in place leaves its old socket
+    new = socket.socket(socket.AF_UNIX)
+    new.bind(base + "/d/sock")
+    new.listen()
+    if cover:
+        check(libc.mount(b"upper", (base + "/d").encode(), b"tmpfs", 0, b"size=1m"), "mount upper")
+    os.write(ready_fd, b"ready\\n")
+    os.close(ready_fd)
+    while True:
+        time.sleep(60)
+    """
+)
+
+
+@pytest.mark.parametrize("cover", ["open", "covered"])
+def test_a_restarted_daemons_two_sockets_by_one_name(cover: str, tmp_path: Path) -> None:
+    """capture marks the old name unlinked where it can see so; plan binds and unlinks it first, run
+    verifies both. Under a cover nobody can tell which name is live: plan refuses, naming both."""
+    children = Children()
+    try:
+        pid = children.start(RESTARTED, str(tmp_path), cover)
+        captured = capture_pid(pid)
+    finally:
+        children.kill_all()
+    dump = from_json(captured, "captured", "")
+    binds = sorted((t for t in dump.targets if t.kind == "bind"), key=lambda t: t.id)
+    assert len(binds) == 2 and binds[0].path == binds[1].path == f"{tmp_path}/d/sock"
+    tree = MountTree(dump.mounts)
+    if cover == "covered":
+        assert not any(t.unlinked for t in binds)
+        with pytest.raises(PlanRefused, match=f"targets {binds[0].id} and {binds[1].id} name the same socket file"):
+            make_plan(tree, dump.targets)
+        return
+    old = next(t for t in binds if t.unlinked)  # its inode is not the one the name leads to today
+    plan = make_plan(tree, dump.targets)
+    assert next(s.target for s in plan.steps if s.op == "bind") == old.id
+    report = execute(list(dump.mounts), list(dump.targets), [s.as_json() for s in plan.steps])
+    assert report["ok"], report
