@@ -948,7 +948,7 @@ class Executor:
             self._remove_keeper(item)
         elif kind == "yard":
             self._close_yard(item)
-            kernel.umount2(item.path, kernel.UMOUNT_NOFOLLOW)
+            self._unmount_yard(item)
             self.yards.pop(item.path, None)
             for directory in reversed(item.made):
                 self.remove_dir(directory)
@@ -956,6 +956,18 @@ class Executor:
             live, dest = item
             # Made in a parked mount, it may have travelled since: unmount it where it is now.
             self._unmount(self.where_is(live) or dest, live, "the one the plan made")
+
+    def _unmount_yard(self, yard: _Yard) -> None:
+        try:
+            kernel.umount2(yard.path, kernel.UMOUNT_NOFOLLOW)
+        except OSError as exc:
+            # Busy: someone holds an fd or a cwd in it. Once empty, a private yard can go lazily:
+            # nothing propagates from it, and the holder keeps a detached tmpfs no path reaches.
+            if exc.errno != errno_mod.EBUSY or yard.live < 0 or self._mount_id_at(yard.path) != yard.live:
+                raise
+            if any(m.parent_id == yard.live for m in self.replica.live_table()):
+                raise OSError(exc.errno, f"{exc.strerror} (the yard still holds mounts)") from exc
+            kernel.umount2(yard.path, kernel.UMOUNT_NOFOLLOW | kernel.MNT_DETACH)
 
     def _unrestored(self, kind: str, item: Any, exc: BaseException) -> dict[str, object]:
         err = exc.errno if isinstance(exc, OSError) else None
@@ -1059,8 +1071,10 @@ def run_plan(
     if failed is None:
         ex.verify_created(table)
     after = replica.snapshot(table)
-    created = [f"live:{live}" for live in ex.created]
-    diff = before.diff(after.without(created))
+    # The binds mount-source steps made belong in the tree only when the run succeeded: after a
+    # rollback every mount the dump does not have counts as a difference.
+    made = [f"live:{live}" for live in ex.created] if failed is None else []
+    diff = before.diff(after.without(made))
     yard_empty = ex.yard_empty(table)
     results = []
     for t in targets:

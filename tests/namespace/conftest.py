@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pyroute2  # type: ignore[import-untyped]  # noqa: F401 - imported once here, not in every forked namespace child
 import pytest
 
 from planner import kernel
