@@ -17,14 +17,14 @@ demo: $(STAMP)
 	@./scripts/demo.sh
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_FLAGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check planner tests bench
 	$(BIN)/mypy --strict planner
 
 stress: $(STAMP)
-	$(BIN)/python -m pytest -q -m stress -p no:cacheprovider
+	$(BIN)/python -m pytest -q -m stress -p no:cacheprovider $(PYTEST_FLAGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -3,7 +3,8 @@
 Every test here checks that the host's own mount table is the same before and
 after it (the executor must never touch the caller's namespace). They are
 skipped only when this machine cannot make a mount namespace at all, and then
-with the reason.
+with the reason; under CI (the CI environment variable) or --require-kernel
+they fail instead, so a CI run never passes on the pure tests alone.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from planner import kernel
 from planner.mountinfo import Mount, parse
+from tests.conftest import kernel_required
 
 CAN_NAMESPACE, WHY_NOT = kernel.can_make_namespaces()
 
@@ -84,9 +86,13 @@ PROPAGATION_MOUNTINFO = """\
 
 
 @pytest.fixture(autouse=True)
-def host_mounts_unchanged() -> Iterator[None]:
-    """Skip when no namespace can be made; fail when the host's mount table changed."""
+def host_mounts_unchanged(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Skip when no namespace can be made (fail under CI or --require-kernel); fail when the
+    host's mount table changed."""
     if not CAN_NAMESPACE:
+        if kernel_required(request.config):
+            pytest.fail(f"this run requires the kernel (CI is set or --require-kernel was given), but no mount "
+                        f"namespace can be made here: {WHY_NOT}", pytrace=False)
         pytest.skip(f"cannot make a mount namespace here: {WHY_NOT}")
     before = _host_mountinfo()
     yield
