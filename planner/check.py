@@ -265,7 +265,13 @@ def _reach_target(session: Session, step: Step) -> None:
                 "in the dumped tree: the new bind mount would not end up where the dump has it"
                 + ("" if step.to != target.to else " (while that mount is moved aside, bind onto its place in the yard)")
             )
-        made = ns.add(f"bind mount of {target.id}")
+        if ns.group[now.mount] is not None:
+            raise SimError(
+                f"{step.to} leads into {_name(ns, now.mount)}, which is shared: the new bind mount would propagate "
+                "copies to its peers"
+            )
+        # A bind of a shared mount joins its peer group, of a slave its master (fs/namespace.c clone_mnt()).
+        made = ns.add(f"bind mount of {target.id}", ns.group[target.mount], ns.master[target.mount])
         ns.attach_at(made, now)
         session.created[made] = target.id
     session.done.add(target.id)

@@ -556,6 +556,14 @@ def _group_order(
     return order, master_of, dev_of
 
 
+def check_replicable(mounts: list[Mount], targets: Iterable[Target] = (), file_mounts: Collection[int] = frozenset()) -> None:
+    """ReplicaError when build_replica would refuse the dump, found without any syscall."""
+    targets = list(targets)
+    tree = DumpTree(mounts)
+    _object_kinds(tree, targets, file_mounts_of(tree, targets, file_mounts))
+    _group_order(tree)
+
+
 def build_replica(
     mounts: list[Mount],
     targets: Iterable[Target] = (),

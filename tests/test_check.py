@@ -232,3 +232,22 @@ def test_a_second_live_bind_of_one_socket_file_is_refused_like_the_kernel() -> N
     unlinked = [*TARGETS[:1], Target("t3", "bind", 129, SOCK, unlinked=True), TARGETS[1]]
     steps.insert(0, steps.pop())  # the unlinked name first: bound, then unlinked again
     assert check_plan(TREE, unlinked, steps) == []
+
+
+def test_a_bind_onto_a_shared_mount_is_refused_like_a_move_there() -> None:
+    # /srv is shared with a peer: the kernel copies a new bind on /srv/x into /peer (tests/namespace).
+    tree = tree_of("1 0 8:1 / / rw - ext4 /dev/vda rw", "2 1 0:40 / /srv rw shared:5 - tmpfs a rw",
+                   "3 1 0:40 / /peer rw shared:5 - tmpfs a rw")
+    targets = targets_of(("mount-source", 1, "/data", "/srv/x"))
+    steps = [Step("mount-source", mount=1, path="/data", to="/srv/x", target="t1")]
+    assert check_plan(tree, targets, steps) == [
+        ("step 0 (mount-source t1): /srv/x leads into mount 2, which is shared: the new bind mount would propagate "
+         "copies to its peers")]
+
+
+def test_a_bind_of_a_shared_mount_joins_its_group_so_a_bind_onto_it_is_refused() -> None:
+    tree = tree_of("1 0 8:1 / / rw - ext4 /dev/vda rw", "2 1 0:40 / /srv rw shared:5 - tmpfs a rw")
+    targets = targets_of(("mount-source", 2, "/srv", "/mnt"), ("mount-source", 1, "/data", "/mnt"))
+    steps = [Step("mount-source", mount=2, path="/srv", to="/mnt", target="t1"),
+             Step("mount-source", mount=1, path="/data", to="/mnt", target="t2")]
+    assert "leads into bind mount of t1, which is shared" in check_plan(tree, targets, steps)[0]

@@ -378,3 +378,27 @@ def test_the_run_report_escapes_control_characters_from_the_dump(tmp_path) -> No
                           cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1
     assert_printable(done.stdout + done.stderr)
+
+
+def test_two_binds_onto_one_place_stack_and_both_verify(propagation_dump: list[Mount]) -> None:
+    """The second bind onto /opt/x lands on the first, as the kernel attaches on top; both sit
+    where the dump's /opt/x leads (the random plans of test_random_plans found this refused)."""
+    targets = [Target("one", "mount-source", 1, "/mnt", "/opt/x"), Target("two", "mount-source", 1, "/opt/src", "/opt/x")]
+    steps = [{"op": t.kind, "target": t.id, "mount": t.mount, "path": t.path, "to": t.to} for t in targets]
+    report = execute(propagation_dump, targets, steps)
+    assert report["ok"], report
+    assert_all_targets_verified(report, targets)
+
+
+def test_a_bind_onto_a_shared_mount_is_copied_to_its_peers(propagation_dump: list[Mount]) -> None:
+    """Why check refuses a mount-source whose `to` lies in a shared mount: the kernel copies the new
+    bind into every peer and slave, mounts nobody asked for."""
+    targets = [Target("src", "mount-source", 1, "/mnt", "/srv/data/x")]
+    steps = [{"op": "mount-source", "target": "src", "mount": 1, "path": "/mnt", "to": "/srv/data/x"}]
+
+    def copies(replica: Any, *_: object) -> list[object]:
+        return sorted(replica.key(m.parent_id) for m in replica.live_table() if m.mountpoint.endswith("/data/x"))
+
+    report = kernel.run_in_namespace(execute_here, propagation_dump, targets, steps, (), None, copies)
+    assert report["then"] == [24, 25, 28]  # the bind in 24 (shared:7), copies in its peer 25 and its slave 28
+    assert not report["ok"] and any("live:" in line for line in report["tree_diff"])

@@ -9,7 +9,7 @@ import pytest
 
 from planner import kernel, msflags
 from planner.mountinfo import Mount, parse
-from planner.replica import ReplicaError, build_replica
+from planner.replica import ReplicaError, build_replica, check_replicable
 from planner.targets import Target
 
 pytestmark = pytest.mark.namespace
@@ -174,3 +174,11 @@ def test_run_takes_fifty_targets_two_thousand_directories_deep() -> None:
 ROOT_AND_COVERED_SRV = (
     "1 0 8:1 / / rw - ext4 /dev/vda rw\n2 1 0:20 / /srv rw - tmpfs srv rw\n3 2 0:21 / /srv rw - tmpfs cover rw\n"
 )
+
+
+def test_a_file_target_on_a_superblock_root_is_refused_before_any_syscall() -> None:
+    # open(2) of /cgroup wants a file, but mount 25 is the root of its superblock, a directory
+    # (before: the replica got as far as move_mount, which said EINVAL).
+    dump = parse("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n25 1 0:43 / /cgroup rw - tmpfs t rw\n", "root-file")
+    with pytest.raises(ReplicaError, match="must be a file and a dir"):
+        check_replicable(dump, [Target("t1", "open", 25, "/cgroup")])
