@@ -406,7 +406,7 @@ class Judge:
                 raise Refused(f"{step['path']} names mount {keeper}, not a keeper of mount {step['mount']}")
             ns.umount(keeper)
             del self.keepers[keeper]
-        elif op in ("open", "chdir", "bind", "mmap", "mount-source"):
+        elif op in ("open", "chdir", "root", "bind", "mmap", "mount-source"):
             self.reach(step)
         else:
             raise Refused(f"unknown op {op!r}")

@@ -139,13 +139,7 @@ def run_oracle(examples: int, variant: str) -> Counter[str]:
     return counts
 
 
-# Issue 12 turns the planner's and check's legacy-sibling rule into the kernel's (the sibling listed
-# first is on top, DESIGN.md); until it lands they disagree with the oracle on such trees.
-LEGACY_RULE_PENDING = pytest.mark.xfail(strict=True, reason="issue 12: planner and check put the later-listed sibling on top")
-
-
-@pytest.mark.parametrize("variant", [pytest.param(v, marks=LEGACY_RULE_PENDING) if "shadow" in v else v
-                                     for v in ORACLE_VARIANTS])
+@pytest.mark.parametrize("variant", list(ORACLE_VARIANTS))
 def test_the_oracle_accepts_every_plan_and_agrees_with_check(variant: str) -> None:
     counts = run_oracle(DEFAULT_EXAMPLES, variant)
     assert counts["plans"] > 0 and counts["broken_invalid"] > 0
@@ -162,8 +156,7 @@ def test_the_oracle_accepts_every_plan_and_agrees_with_check_stress() -> None:
     record("oracle", summary)
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=LEGACY_RULE_PENDING) if "legacy" in p else p for p in SCENARIOS],
-                         ids=[p.rsplit("/", 1)[1][:-5] for p in SCENARIOS])
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.rsplit("/", 1)[1][:-5] for p in SCENARIOS])
 def test_scenario_plans_broken_every_way_check_agrees_with_the_oracle(path: str) -> None:
     dump = load(path)
     tree = MountTree(dump.mounts, dump.source)

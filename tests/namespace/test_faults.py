@@ -297,19 +297,23 @@ def test_a_parent_made_shared_behind_the_plans_back_is_einval(mocker: MockerFixt
     """EINVAL from move_mount: between two moves someone makes the next mount's parent shared.
     The mounts already moved go back; the only difference left is the one the executor did
     not make (the parent's new peer group), and no mount the dump does not have remains."""
-    name = "07-stack-three-deep"
-    k = _step_index(name, "move-aside", mount=61)
+    name = "08-covers-at-two-levels"  # 33 moves aside, then 32, whose parent 31 is at /data/projects/web
+    k = _step_index(name, "move-aside", mount=32)
     assert any(s["op"] == "move-aside" for s in CASES[name][0][:k])  # something to roll back
 
     def share_the_parent(ex: Executor) -> None:
-        kernel.mount_setattr(ex.replica.handles[60], "", kernel.AT_EMPTY_PATH, propagation=kernel.MS_SHARED)
+        fd = ex.resolve("/data/projects/web")
+        try:
+            kernel.mount_setattr(fd, "", kernel.AT_EMPTY_PATH, propagation=kernel.MS_SHARED)
+        finally:
+            os.close(fd)
 
     report = Faults(before={k: share_the_parent}).run(mocker, name)
     failed = report["failed_step"]
     assert (failed["index"], failed["errno"]) == (k, errno.EINVAL), failed
-    assert "parent 60 is shared" in failed["reason"]
+    assert "parent 31 is shared" in failed["reason"]
     assert report["rolled_back"] and report["unrestored"] == [] and report["yard_empty"]
-    assert report["tree_diff"] == ["peer_groups: [] only here, [{60}] only there"]
+    assert report["tree_diff"] == ["peer_groups: [] only here, [{31}] only there"]
     assert report["then"]["mounts"] == sorted((m.mount_id for m in CASES[name][1].mounts), key=str)
 
 
