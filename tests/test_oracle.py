@@ -1,6 +1,7 @@
 """Plans judged by a model that is not the planner: tests/oracle.py, a brute-force namespace.
 
-- every plan the planner makes for a random tree is valid by the oracle's kernel rules;
+- every plan the planner makes for a random tree is valid by the oracle's kernel rules, and so
+  is the same plan with its target steps taken through the yard where they can be;
 - `check` agrees with the oracle on plans broken on purpose (a step dropped, two steps
   swapped, a keeper bracket left out, move-backs crossed): it accepts exactly those the
   oracle accepts, so a rule dropped from check shows up as a disagreement;
@@ -36,9 +37,9 @@ from planner.tree import MountTree
 from tests import oracle
 from tests.conftest import SCENARIOS
 from tests.reliability import record
-from tests.test_properties import VARIANTS, Spec, cases, line_of, mount_tables, targets_for
+from tests.test_properties import VARIANTS, Spec, cases, line_of, mount_tables, targets_for, through_the_yard
 
-DEFAULT_EXAMPLES = 60  # per variant
+DEFAULT_EXAMPLES = 100  # per variant
 STRESS_EXAMPLES = 2500  # per variant
 FIXED = ("yard-create", "yard-remove")  # left in place: moving them only tests directory creation
 
@@ -112,6 +113,13 @@ def judge_case(records: list[oracle.Record], text: str, targets: list[Target], c
     counts["plans_with_keepers"] += any(s.op == "keeper-bind" for s in plan.steps)
     steps = [s.as_json() for s in plan.steps]
     assert oracle.judge(records, targets, steps) == [], (oracle.judge(records, targets, steps), text, targets, steps)
+    # The same plan with the target steps that can go through the yard moved there (the kernel
+    # reaches the same mount and inode in a parked cover): still valid.
+    rewritten, moved = through_the_yard(tree, targets, list(plan.steps))
+    if moved:
+        counts["plans_through_the_yard"] += 1
+        through = [s.as_json() for s in rewritten]
+        assert oracle.judge(records, targets, through) == [], (oracle.judge(records, targets, through), text, through)
     for label, broken in broken_plans(steps):
         counts["broken"] += 1
         verdict = oracle.judge(records, targets, broken)
