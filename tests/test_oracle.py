@@ -40,7 +40,7 @@ from tests.reliability import record
 from tests.test_properties import VARIANTS, Spec, cases, line_of, mount_tables, targets_for, through_the_yard
 
 DEFAULT_EXAMPLES = 100  # per variant
-STRESS_EXAMPLES = 2500  # per variant
+STRESS_EXAMPLES = 1500  # per variant
 FIXED = ("yard-create", "yard-remove")  # left in place: moving them only tests directory creation
 
 

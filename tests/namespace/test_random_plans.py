@@ -30,8 +30,8 @@ from tests.test_properties import Spec, cases, line_of
 
 pytestmark = pytest.mark.namespace
 
-DEFAULT_EXAMPLES = 25  # per kind of tree
-STRESS_EXAMPLES = 400
+DEFAULT_EXAMPLES = 40  # per kind of tree
+STRESS_EXAMPLES = 300
 
 
 def _tag(spec: Spec, name: str) -> int | None:
