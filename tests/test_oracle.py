@@ -37,7 +37,17 @@ from planner.tree import MountTree
 from tests import oracle
 from tests.conftest import SCENARIOS
 from tests.reliability import record
-from tests.test_properties import VARIANTS, Spec, cases, line_of, mount_tables, targets_for, through_the_yard
+from tests.test_properties import (
+    VARIANTS,
+    Spec,
+    cases,
+    child_path,
+    line_of,
+    mount_tables,
+    targets_for,
+    through_the_yard,
+    walk,
+)
 
 DEFAULT_EXAMPLES = 100  # per variant
 STRESS_EXAMPLES = 1500  # per variant
@@ -47,8 +57,9 @@ FIXED = ("yard-create", "yard-remove")  # left in place: moving them only tests 
 @st.composite
 def shared_parent_cases(draw: Any) -> tuple[list[Spec], str, list[Target]]:
     """A random private tree hung from a shared mount at /srv, with a peer at /peer and sometimes a
-    slave at /slave: its covers sit on a shared parent, the keeper bracket's case, which the plain
-    generator seldom makes in a form a plan can handle (its shared parents mostly carry a stack)."""
+    slave at /slave, and a target in a hidden mount: covers on /srv's mount need the keeper bracket,
+    which the plain generator seldom makes in a form a plan can handle (its shared parents mostly
+    carry a stack)."""
     inner = draw(mount_tables(propagation=False, shadows=False))
     top = Spec(900, 0, (8, 1), "/", "/")
     for spec in inner:
@@ -60,7 +71,12 @@ def shared_parent_cases(draw: Any) -> tuple[list[Spec], str, list[Target]]:
     if draw(st.booleans()):
         around.append(Spec(902, top.mount_id, hung.dev, hung.root, "/slave", ["master:90"]))
     specs = [top, *inner, *around]
-    return specs, "".join(line_of(s) + "\n" for s in specs), draw(targets_for(specs))
+    targets = draw(targets_for(specs))
+    hidden = [s for s in inner if walk(specs, s.mountpoint) != s.mount_id]
+    if hidden:
+        home = draw(st.sampled_from(hidden))
+        targets.append(Target(f"t{len(targets) + 1}", "open", home.mount_id, child_path(home.mountpoint, ["file"])))
+    return specs, "".join(line_of(s) + "\n" for s in specs), targets
 
 
 def records_of_specs(specs: list[Spec]) -> list[oracle.Record]:
