@@ -20,18 +20,21 @@ The model (DESIGN.md, "Path resolution" and "Kernel rules"; fs/namespace.c):
   since 4.11 a copy landing where a mount already is goes beneath it;
 - a bind (open_tree clone) of a shared mount is its peer, of a slave a slave of the same
   master; an unbindable mount cannot be bound (EINVAL);
-- making a mount private takes it out of its group and its master; when a group loses its
-  last member, its slaves pass to the group's own master, or become private;
+- making a mount private takes it out of its group and its master (and clears unbindable);
+  when a group loses its last member, its slaves pass to the group's own master, or become private;
 - MOVE_MOUNT_SET_GROUP: both mount roots, one superblock, `to`'s root inside `from`'s, `to`
   private, `from` shared or a slave (EINVAL otherwise); `to` joins `from`'s group and master;
 - umount of a mount with mounts on it is EBUSY.
 
 A plan (overmount-plan/1 JSON steps) is valid when every step is one the kernel accepts and
 does what it says (a step's `mount` is the mount its path names), every target is reached
-once, in its own mount at its own dentry (a bind at its own path), each mount-source bind
-lands where `to` led in the dump, and at the end the tree (parents, dentries, stacking,
-peer groups and slaves, as relations) equals the dump's, with no mount the dump does not
-have except the binds the mount-source targets asked for.
+once, in its own mount at its own dentry by whatever path (a bind at its own path, the
+socket's name), each mount-source bind lands on the dentry where the dump's `to` led, and at
+the end the tree (parents, dentries, stacking, peer groups and slaves as relations, unbindable
+mounts) equals the dump's, with no mount the dump does not have except the binds the
+mount-source targets asked for. A keeper bound for a yard the plan has not made yet waits,
+unattached, until the yard is made (the executor does the same). A table that is a forest
+hangs from one stand-in mount at /.
 """
 
 from __future__ import annotations
@@ -80,6 +83,9 @@ class Mnt:
     unbindable: bool = False
 
 
+STAND_IN = -(10**6)  # the id of the mount standing for what a forest's table does not list
+
+
 @dataclass(frozen=True)
 class Record:
     """One mount as the dump lists it (mountpoint absolute in the namespace)."""
@@ -110,7 +116,15 @@ class Kernel:
         ns = cls(locked=frozenset(locked))
         known = {r.id for r in records}
         by_id = {r.id: r for r in records}
-        [root] = [r for r in records if r.parent not in known or r.parent == r.id]
+        tops = [r for r in records if r.parent not in known or r.parent == r.id]
+        if len(tops) == 1 and tops[0].mountpoint == "/":
+            root = tops[0]
+        else:
+            # A forest (a chrooted process's table, an excerpt): what it does not list is one
+            # mount at /, and each top sits on it at its own mountpoint.
+            root = Record(STAND_IN, STAND_IN, "not listed", "/", "/")
+            by_id[STAND_IN] = root
+            records = [root] + [Record(**{**vars(r), "parent": STAND_IN}) if r in tops else r for r in records]
         ns.root = root.id
         for r in records:  # listing order: on a shared dentry the first listed ends up on top
             if r is root:
@@ -250,6 +264,7 @@ class Kernel:
         m = self.mounts[mount]
         group, master = m.group, m.master
         m.group = m.master = None
+        m.unbindable = False  # MS_PRIVATE clears MNT_UNBINDABLE as well (change_mnt_propagation)
         if group is not None and not any(o.group == group for o in self.mounts.values()):
             for o in self.mounts.values():
                 if o.master == group:
@@ -280,7 +295,7 @@ class Kernel:
 
     def shape(self, leave_out: Iterable[int] = ()) -> dict[str, Any]:
         """Parents and dentries (legacy siblings as the stack a walk sees: each lower one first,
-        the upper on the top of its stack) and propagation as relations."""
+        the upper on the top of its stack), propagation as relations, and which are unbindable."""
         skip = set(leave_out)
         places: dict[int, tuple[int | None, str]] = {self.root: (None, "")}
         for (parent, dentry), kids in self.on.items():
@@ -303,6 +318,7 @@ class Kernel:
             "mounts": {i: places[i] for i in live},
             "groups": frozenset(members.values()),
             "slaves": frozenset((members.get(g, frozenset()), s) for g, s in slaves.items()),
+            "unbindable": frozenset(i for i in live if self.mounts[i].unbindable),
         }
 
 
@@ -341,6 +357,8 @@ class Judge:
         self.keepers: dict[int, int] = {}  # keeper -> the mount whose group it keeps
         self.made: list[int] = []  # binds made by mount-source targets
         self.done: set[str] = set()
+        self.planned_yards: set[str] = set()  # the plan's yard-create paths (set by judge())
+        self.waiting: dict[str, list[tuple[int, str]]] = {}  # keepers bound before their yard exists
 
     def step(self, step: Mapping[str, Any]) -> None:
         op = step.get("op")
@@ -355,6 +373,8 @@ class Judge:
             ns.attach(yard, step["path"])
             ns.leave_group(yard)  # the executor makes it private once attached
             self.yards[step["path"]] = yard
+            for keeper, path in self.waiting.pop(step["path"], []):
+                ns.attach(keeper, path)
         elif op == "yard-remove":
             yard = ns.named(step["path"])
             if self.yards.get(step["path"]) != yard:
@@ -383,7 +403,12 @@ class Judge:
         elif op == "keeper-bind":
             parent = self.expect(step["from"], step["mount"])
             keeper = ns.clone(parent, ns.mounts[parent].root)
-            ns.attach(keeper, step["to"])
+            yard, _, slot = step["to"].rpartition("/")
+            if yard in self.planned_yards and yard not in self.yards and slot:
+                # a keeper of the mount the yard will sit in: cloned now, attached once the yard is made
+                self.waiting.setdefault(yard, []).append((keeper, step["to"]))
+            else:
+                ns.attach(keeper, step["to"])
             self.keepers[keeper] = parent
         elif op == "make-private":
             ns.leave_group(self.expect(step["path"], step["mount"]))
@@ -456,7 +481,7 @@ class Judge:
         # A new bind mount sits on the dentry of the dump's `to` from the step on (it is checked
         # there), and no step names it to move it: it is where the dump's `to` is once its parent is.
         after = self.ns.shape(leave_out=self.made)
-        for key in ("mounts", "groups", "slaves"):
+        for key in ("mounts", "groups", "slaves", "unbindable"):
             if after[key] != self.before[key]:
                 out.append(f"{key} differ: {_diff(self.before[key], after[key])}")
         return out
@@ -476,6 +501,8 @@ def judge(
     records = list(records)
     ns = Kernel.from_records(records, locked)
     judge_ = Judge(ns, goals_of(ns, targets, {r.id: r.mountpoint for r in records}))
+    steps = list(steps)
+    judge_.planned_yards = {s["path"] for s in steps if s.get("op") == "yard-create" and isinstance(s.get("path"), str)}
     for index, step in enumerate(steps):
         try:
             judge_.step(step)
