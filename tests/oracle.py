@@ -17,7 +17,9 @@ The model (DESIGN.md, "Path resolution" and "Kernel rules"; fs/namespace.c):
   moved subtree is ELOOP, an unbindable subtree cannot go under a shared mount (EINVAL);
 - attaching under a shared mount propagates a copy to every peer and slave that can see the
   dentry, and makes the attached subtree shared (new peer groups where it was private);
-  since 4.11 a copy landing where a mount already is goes beneath it;
+  since 4.11 a copy landing where a mount already is goes beneath it; a group may have
+  members the dump does not list (other namespaces), so such an attachment always leaves
+  copies behind somewhere;
 - a bind (open_tree clone) of a shared mount is its peer, of a slave a slave of the same
   master; an unbindable mount cannot be bound (EINVAL);
 - making a mount private takes it out of its group and its master (and clears unbindable);
@@ -29,7 +31,9 @@ The model (DESIGN.md, "Path resolution" and "Kernel rules"; fs/namespace.c):
 A plan (overmount-plan/1 JSON steps) is valid when every step is one the kernel accepts and
 does what it says (a step's `mount` is the mount its path names), every target is reached
 once, in its own mount at its own dentry by whatever path (a bind at its own path, the
-socket's name), each mount-source bind lands on the dentry where the dump's `to` led, and at
+socket's name, in its own mount or through a writable mount of the same superblock showing
+that dentry below its root: the socket is the file; a second live socket on one file is
+EADDRINUSE), each mount-source bind lands on the dentry where the dump's `to` led, and at
 the end the tree (parents, dentries, stacking, peer groups and slaves as relations, unbindable
 mounts) equals the dump's, with no mount the dump does not have except the binds the
 mount-source targets asked for. A keeper bound for a yard the plan has not made yet waits,
@@ -81,6 +85,7 @@ class Mnt:
     group: int | None = None  # peer group when shared
     master: int | None = None  # the group it is a slave of
     unbindable: bool = False
+    writable: bool = True  # bind(2) can make a socket file through it
 
 
 STAND_IN = -(10**6)  # the id of the mount standing for what a forest's table does not list
@@ -98,6 +103,7 @@ class Record:
     shared: int | None = None
     master: int | None = None
     unbindable: bool = False
+    writable: bool = True  # not mounted ro or idmapped, on a superblock that is not ro
 
 
 @dataclass
@@ -109,6 +115,11 @@ class Kernel:
     root: int = 0
     locked: frozenset[int] = frozenset()
     _ids: int = 0
+    # Attachments under a shared mount: a peer group may have members the dump does not list
+    # (in other namespaces: on a systemd host / is shared with every container's), and each
+    # gets a copy; nothing a plan does takes those back.
+    shared_attachments: int = 0
+    unlisted_peers: bool = True  # False: the dump's mounts are all there is (a replica)
 
     @classmethod
     def from_records(cls, records: Iterable[Record], locked: Iterable[int] = ()) -> Kernel:
@@ -128,18 +139,19 @@ class Kernel:
         ns.root = root.id
         for r in records:  # listing order: on a shared dentry the first listed ends up on top
             if r is root:
-                ns.mounts[r.id] = Mnt(r.id, r.dev, r.root, None, "", r.shared, r.master, r.unbindable)
+                ns.mounts[r.id] = Mnt(r.id, r.dev, r.root, None, "", r.shared, r.master, r.unbindable, r.writable)
                 continue
             parent = by_id[r.parent]
             rel = _inside(r.mountpoint, parent.mountpoint)
             assert rel is not None, (r, parent)
             dentry = _join(parent.root, rel)
-            ns.mounts[r.id] = Mnt(r.id, r.dev, r.root, r.parent, dentry, r.shared, r.master, r.unbindable)
+            ns.mounts[r.id] = Mnt(r.id, r.dev, r.root, r.parent, dentry, r.shared, r.master, r.unbindable, r.writable)
             ns.on.setdefault((r.parent, dentry), []).append(r.id)
         return ns
 
     def copy(self) -> Kernel:
-        out = Kernel(root=self.root, locked=self.locked, _ids=self._ids)
+        out = Kernel(root=self.root, locked=self.locked, _ids=self._ids, shared_attachments=self.shared_attachments,
+                     unlisted_peers=self.unlisted_peers)
         out.mounts = {i: Mnt(**vars(m)) for i, m in self.mounts.items()}
         out.on = {k: list(v) for k, v in self.on.items()}
         return out
@@ -225,6 +237,7 @@ class Kernel:
             if any(self.mounts[m].unbindable for m in self.subtree(mount)):
                 raise Refused(f"EINVAL: an unbindable mount cannot go under shared mount {parent}")
             self._propagate(mount, parent, dentry)
+            self.shared_attachments += self.unlisted_peers
         self.put(mount, parent, dentry)
 
     def _propagate(self, mount: int, dest: int, dentry: str) -> None:
@@ -319,6 +332,7 @@ class Kernel:
             "groups": frozenset(members.values()),
             "slaves": frozenset((members.get(g, frozenset()), s) for g, s in slaves.items()),
             "unbindable": frozenset(i for i in live if self.mounts[i].unbindable),
+            "propagated beyond the dump": self.shared_attachments,
         }
 
 
@@ -330,9 +344,11 @@ class Goal:
     kind: str
     mount: int
     path: str
+    dev: str
     dentry: str
     to: str | None = None
     to_place: tuple[int, str] | None = None
+    unlinked: bool = False  # a socket whose name was unlinked after bind (it is bound, then unlinked again)
 
 
 def goals_of(ns: Kernel, targets: Iterable[Any], homes: Mapping[int, str]) -> dict[str, Goal]:
@@ -342,7 +358,8 @@ def goals_of(ns: Kernel, targets: Iterable[Any], homes: Mapping[int, str]) -> di
         rel = _inside(t.path, homes[t.mount])
         assert rel is not None, t
         to_place = ns.walk(t.to) if t.to is not None else None
-        out[t.id] = Goal(t.id, t.kind, t.mount, t.path, _join(ns.mounts[t.mount].root, rel), t.to, to_place)
+        out[t.id] = Goal(t.id, t.kind, t.mount, t.path, ns.mounts[t.mount].dev, _join(ns.mounts[t.mount].root, rel),
+                         t.to, to_place, bool(getattr(t, "unlinked", False)))
     return out
 
 
@@ -358,6 +375,7 @@ class Judge:
         self.made: list[int] = []  # binds made by mount-source targets
         self.done: set[str] = set()
         self.planned_yards: set[str] = set()  # the plan's yard-create paths (set by judge())
+        self.socket_files: set[tuple[str, str]] = set()  # (dev, dentry) of sockets bound and not unlinked
         self.waiting: dict[str, list[tuple[int, str]]] = {}  # keepers bound before their yard exists
 
     def step(self, step: Mapping[str, Any]) -> None:
@@ -455,8 +473,11 @@ class Judge:
             raise Refused(f"target {goal.id} done twice")
         if goal.kind == "bind" and step["path"] != goal.path:
             raise Refused("a socket is bound at its own path")  # the name is the path bind(2) gets
-        if self.ns.walk(step["path"]) != (goal.mount, goal.dentry):
-            raise Refused(f"{step['path']} leads to {self.ns.walk(step['path'])}, not ({goal.mount}, {goal.dentry})")
+        landing = self.ns.walk(step["path"])
+        if goal.kind == "bind":
+            self.bind(goal, landing, step.get("via"))
+        elif landing != (goal.mount, goal.dentry):
+            raise Refused(f"{step['path']} leads to {landing}, not ({goal.mount}, {goal.dentry})")
         if goal.kind == "mount-source":
             # `to` may lead through the yard, onto the place the dump's `to` has in a parked mount:
             # the new mount then travels back with it.
@@ -466,6 +487,23 @@ class Judge:
             self.ns.attach(bind, step["to"])
             self.made.append(bind)
         self.done.add(goal.id)
+
+    def bind(self, goal: Goal, landing: tuple[int, str], via: Any) -> None:
+        """bind(2) makes the socket file where its path leads: in the target's own mount, or in
+        another mount of the same superblock showing that place strictly inside its root (an
+        alias), writable; the socket is that file, whichever mount made it."""
+        mount, dentry = landing
+        m = self.ns.mounts[mount]
+        own = landing == (goal.mount, goal.dentry)
+        alias = m.dev == goal.dev and dentry == goal.dentry and bool(_inside(dentry, m.root)) and m.writable
+        if not own and not alias:
+            raise Refused(f"{goal.path} leads to {landing}, not to ({goal.mount}, {goal.dentry}) or a writable alias of it")
+        if via is not None and via != mount:
+            raise Refused(f"{goal.path} leads into mount {mount}, the step says through {via}")
+        if (goal.dev, goal.dentry) in self.socket_files:
+            raise Refused(f"EADDRINUSE: a socket is bound at {goal.path} already")
+        if not goal.unlinked:
+            self.socket_files.add((goal.dev, goal.dentry))
 
     def below_binds(self, mount: int, dentry: str) -> tuple[int, str]:
         """The place under the binds earlier mount-source steps stacked on it (a later one lands on them)."""
@@ -481,13 +519,15 @@ class Judge:
         # A new bind mount sits on the dentry of the dump's `to` from the step on (it is checked
         # there), and no step names it to move it: it is where the dump's `to` is once its parent is.
         after = self.ns.shape(leave_out=self.made)
-        for key in ("mounts", "groups", "slaves", "unbindable"):
+        for key in ("mounts", "groups", "slaves", "unbindable", "propagated beyond the dump"):
             if after[key] != self.before[key]:
                 out.append(f"{key} differ: {_diff(self.before[key], after[key])}")
         return out
 
 
 def _diff(a: Any, b: Any) -> str:
+    if isinstance(a, int):
+        return f"{a} -> {b}"
     if isinstance(a, dict):
         keys = sorted(set(a) | set(b))
         return ", ".join(f"{k}: {a.get(k)} -> {b.get(k)}" for k in keys if a.get(k) != b.get(k))
@@ -495,11 +535,19 @@ def _diff(a: Any, b: Any) -> str:
 
 
 def judge(
-    records: Iterable[Record], targets: Iterable[Any], steps: Iterable[Mapping[str, Any]], locked: Iterable[int] = ()
+    records: Iterable[Record],
+    targets: Iterable[Any],
+    steps: Iterable[Mapping[str, Any]],
+    locked: Iterable[int] = (),
+    unlisted_peers: bool = True,
 ) -> list[str]:
-    """Every problem with the plan, [] when it is valid; the first refused step ends the run."""
+    """Every problem with the plan, [] when it is valid; the first refused step ends the run.
+
+    unlisted_peers=False judges the namespace as a replica has it: the dump's mounts and nothing
+    else, so a shared group's copies go only to the members it lists."""
     records = list(records)
     ns = Kernel.from_records(records, locked)
+    ns.unlisted_peers = unlisted_peers
     judge_ = Judge(ns, goals_of(ns, targets, {r.id: r.mountpoint for r in records}))
     steps = list(steps)
     judge_.planned_yards = {s["path"] for s in steps if s.get("op") == "yard-create" and isinstance(s.get("path"), str)}
@@ -577,7 +625,10 @@ def lone_covers(records: list[Record], target: Any) -> set[int]:
 
 def records_of_mounts(mounts: Iterable[Any]) -> list[Record]:
     """From planner.mountinfo.Mount records (scenarios; the parsed text is all they share)."""
+    def writable(m: Any) -> bool:
+        return not {"ro", "idmapped"} & set(m.options.split(",")) and "ro" not in m.super_options.split(",")
+
     return [
-        Record(m.mount_id, m.parent_id, m.dev, m.root, m.mountpoint, m.shared, m.master, m.unbindable)
+        Record(m.mount_id, m.parent_id, m.dev, m.root, m.mountpoint, m.shared, m.master, m.unbindable, writable(m))
         for m in mounts
     ]
