@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from planner.aliases import is_alias, target_place
@@ -328,8 +329,13 @@ def destination_now(session: Session, target: Target) -> str | None:
     return None
 
 
-def new_session(tree: MountTree, targets: list[Target] | tuple[Target, ...], locked: frozenset[int] = frozenset()) -> Session:
+def new_session(
+    tree: MountTree, targets: list[Target] | tuple[Target, ...], locked: frozenset[int] = frozenset(),
+    steps: Iterable[Step] = (),
+) -> Session:
+    """A session before the first step; `steps`, the plan to come, tells which yards it creates."""
     session = Session(Namespace(tree), {t.id: t for t in targets}, tree, locked=locked, stand_in=tree.stand_in)
+    session.planned_yards = {s.path for s in steps if s.op == "yard-create" and s.path is not None}
     session.unbindable = {m.mount_id for m in tree.mounts if m.unbindable}
     session.unbindable_before = frozenset(session.unbindable)
     session.filesystems = {m.mount_id: (m.fstype, m.options, m.super_options) for m in tree.mounts}
@@ -354,8 +360,7 @@ def check_plan(
 
     `locked`: mounts locked to their parent (the dump's locked_mounts), which no move may take.
     """
-    session = new_session(tree, targets, locked)
-    session.planned_yards = {s.path for s in steps if s.op == "yard-create" and s.path is not None}
+    session = new_session(tree, targets, locked, steps)
     before = session.ns.shape()
     problems: list[str] = []
     for index, step in enumerate(steps):

@@ -246,9 +246,7 @@ def through_the_yard(tree: MountTree, targets: list[Target], steps: list[Step]) 
     `to` paths lie on no mount point and no other target's path, so a bind made at another point of
     the plan is in nobody's way.
     """
-    session = new_session(tree, targets)
-    # As check_plan does: a keeper bound before its yard is made waits for it (a yard under a shared /).
-    session.planned_yards = {s.path for s in steps if s.op == "yard-create" and s.path is not None}
+    session = new_session(tree, targets, steps=steps)
     first: dict[str, tuple[int, Step]] = {}
     for index in range(len(steps) + 1):
         for target in targets:
