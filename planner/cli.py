@@ -374,6 +374,27 @@ def _interrupted(_signum: int, _frame: object) -> None:
     raise Interrupted
 
 
+@cli.command()
+@click.argument("plan_path", metavar="PLAN")
+@click.option("--pid", type=int, help="work in this process's mount namespace, paths as its root sees them")
+@click.option("--ns", "ns_path", metavar="PATH", help="work in the mount namespace of this nsfs file "
+              "(/proc/PID/ns/mnt, or a bind mount of one), paths from that namespace's root")
+@click.option("--dry-run", is_flag=True, help="print what would be put back; change nothing")
+@click.option("--own-namespace", is_flag=True, help="allow working in overmount's own mount namespace (refused otherwise)")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def recover(plan_path: str, pid: int | None, ns_path: str | None, dry_run: bool, own_namespace: bool, as_json: bool) -> None:
+    """Put back what PLAN left in its yard when it stopped part way (its restorer killed with -9)."""
+    from planner import recover as recovering
+
+    if (pid is None) == (ns_path is None):
+        raise click.UsageError("name the namespace to work in: --pid PID or --ns PATH (one of them)")
+    steps = load_plan(plan_path)
+    report = recovering.recover(steps, pid=pid, ns_path=ns_path, dry_run=dry_run, own_namespace=own_namespace)
+    click.echo(json.dumps(report, indent=2) if as_json else recovering.report_text(report), nl=as_json)
+    if not report["ok"]:
+        sys.exit(1)
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, _interrupted)
     json_errors = _wants_json(sys.argv[1:])

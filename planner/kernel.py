@@ -110,6 +110,7 @@ _libc.mount.argtypes = [
 ]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 PR_SET_PDEATHSIG = 1
@@ -587,6 +588,23 @@ def enter_private_namespace(user_ns: bool | None = None) -> None:
 _throwaway_namespace: int | None = None  # the mount namespace enter_private_namespace made, by inode
 
 
+def setns(fd: int, nstype: int) -> None:
+    if _libc.setns(fd, nstype) != 0:
+        raise _fail("setns", f"fd {fd} type {nstype:#x}")
+
+
+def enter_namespace(ns_fd: int, root_fd: int = -1) -> None:
+    """In the calling process (a fresh, single-threaded child): join the mount namespace `ns_fd`
+    names, then, when `root_fd` is given, take that directory (a process's /proc/PID/root) as its
+    root, so that paths are that process's. /proc is pinned first: the namespace may have none."""
+    pin_proc()
+    setns(ns_fd, CLONE_NEWNS)  # root and cwd become the namespace's root
+    if root_fd >= 0:
+        os.fchdir(root_fd)
+        os.chroot(".")
+        os.chdir("/")
+
+
 def require_throwaway_namespace(what: str) -> None:
     """Refuse to go on unless this process is in the namespace enter_private_namespace made:
     the replica mounts over a scratch directory and chroots, which must never happen to a caller."""
@@ -604,10 +622,10 @@ def _send(fd: int, payload: bytes) -> None:
         view = view[n:]
 
 
-def _child(fn: Callable[..., Any], args: tuple[Any, ...], user_ns: bool | None, wfd: int) -> None:
+def _child(fn: Callable[..., Any], args: tuple[Any, ...], enter: Callable[[], None], wfd: int) -> None:
     tb = ""
     try:
-        enter_private_namespace(user_ns)
+        enter()
         result: tuple[str, Any] = ("ok", fn(*args))
     except BaseException as caught:  # noqa: BLE001 - everything goes back to the parent
         result = ("raise", caught)
@@ -654,11 +672,14 @@ def die_with_parent(parent: int) -> None:
         os._exit(70)
 
 
-def run_in_namespace(fn: Callable[..., T], *args: Any, user_ns: bool | None = None) -> T:
+def run_in_namespace(
+    fn: Callable[..., T], *args: Any, user_ns: bool | None = None, enter: Callable[[], None] | None = None
+) -> T:
     """fn(*args) in a forked child with its own private mount namespace; its value or exception comes back.
 
-    fn, its arguments and its result must be picklable-compatible (the result and
-    any exception travel back through a pipe). The child is always reaped.
+    enter: how the child gets its namespace instead (enter_namespace, for `recover`: a namespace the
+    user named). fn, its arguments and its result must be picklable-compatible (the result and
+    any exception travel back through a pipe). The child is always reaped, and dies with its parent.
     """
     rfd, wfd = os.pipe()
     sys.stdout.flush()
@@ -672,7 +693,7 @@ def run_in_namespace(fn: Callable[..., T], *args: Any, user_ns: bool | None = No
             # Ctrl-C reaches the whole process group: the parent decides, and ends this child.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             os.close(rfd)
-            _child(fn, args, user_ns, wfd)
+            _child(fn, args, enter or (lambda: enter_private_namespace(user_ns)), wfd)
         except BaseException:  # noqa: BLE001 - never return into the caller's stack
             code = 70
         finally:
