@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,7 @@ import pytest
 from planner.capture import _diag_unix, capture_pid
 from planner.mountinfo import parse
 from tests.conftest import REPO
+from tests.namespace.children import PRELUDE, Children
 
 pytestmark = pytest.mark.namespace
 
@@ -28,16 +28,8 @@ pytestmark = pytest.mark.namespace
 # BASE); tmpfs "lower" on jail/srv holds what the process uses, then it chroots into jail and a
 # tmpfs "upper" covers /srv/d. Its mountinfo lists only what lies below its root: a forest. Then
 # it becomes uid 65534 (dumpable again), so that an unprivileged capture of it can be tried too.
-CHROOTED = textwrap.dedent(
+CHROOTED = PRELUDE + textwrap.dedent(
     """
-    import ctypes, mmap, os, socket, sys, time
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def check(ret, what):
-        if ret != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"{what}: {os.strerror(err)}")
-
     base, ready_fd = sys.argv[1], int(sys.argv[2])
     check(libc.unshare(0x20000), "unshare CLONE_NEWNS")
     check(libc.mount(None, b"/", None, 0x4000 | (1 << 18), None), "make / rprivate")
@@ -75,22 +67,11 @@ HIDDEN = {"/srv/d/file": "open", "/srv/d/cwd": "chdir", "/srv/d/sock": "bind", "
 
 @pytest.fixture
 def chrooted_child(tmp_path: Path) -> Iterator[int]:
-    read_end, write_end = os.pipe()
-    child = subprocess.Popen([sys.executable, "-c", CHROOTED, str(tmp_path), str(write_end)],
-                             pass_fds=(write_end,), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    os.close(write_end)
+    children = Children()
     try:
-        with os.fdopen(read_end, "rb") as ready:
-            if ready.readline() != b"ready\n":
-                child.wait(timeout=10)
-                pytest.fail(f"child did not get ready: {child.stderr.read().decode() if child.stderr else ''}")
-        yield child.pid
+        yield children.start(CHROOTED, str(tmp_path), "")
     finally:
-        if child.poll() is None:
-            os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=10)
-        if child.stderr:
-            child.stderr.close()
+        children.kill_all()
 
 
 def overmount(*args: str) -> subprocess.CompletedProcess[str]:
