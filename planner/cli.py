@@ -389,7 +389,8 @@ def recover(plan_path: str, pid: int | None, ns_path: str | None, dry_run: bool,
     if (pid is None) == (ns_path is None):
         raise click.UsageError("name the namespace to work in: --pid PID or --ns PATH (one of them)")
     steps = load_plan(plan_path)
-    report = recovering.recover(steps, pid=pid, ns_path=ns_path, dry_run=dry_run, own_namespace=own_namespace)
+    report = recovering.recover(steps, pid=pid, ns_path=ns_path, dry_run=dry_run, own_namespace=own_namespace,
+                                source=plan_path)
     click.echo(json.dumps(report, indent=2) if as_json else recovering.report_text(report), nl=as_json)
     if not report["ok"]:
         sys.exit(1)

@@ -15,7 +15,7 @@ from typing import Any
 from planner import kernel
 from planner.errors import InputError, PlannerError
 from planner.mountinfo import parse
-from planner.paths import from_root
+from planner.paths import from_root, is_clean
 from planner.recovery import recovery_plan
 from planner.steps import Step, step_from_json
 
@@ -29,11 +29,16 @@ class RecoverRefused(InputError):
 
 def recover(
     steps: list[Step], *, pid: int | None = None, ns_path: str | None = None,
-    dry_run: bool = False, own_namespace: bool = False,
+    dry_run: bool = False, own_namespace: bool = False, source: str = "the plan",
 ) -> dict[str, Any]:
     """Recover in the mount namespace of `pid` (paths from its root) or of the nsfs file `ns_path`
-    (paths from the namespace's root); the report."""
+    (paths from the namespace's root); the report. `source` names the plan in messages."""
     where = f"pid {pid}" if pid is not None else str(ns_path)
+    for index, step in enumerate(steps):
+        for path in (step.path, step.src, step.to):
+            if path is not None and not is_clean(path):
+                raise RecoverRefused(source, None, f"step {index}: path {path!r} must be absolute with no '.', "
+                                     "'..' or empty parts")
     try:
         ns_fd = os.open(f"/proc/{pid}/ns/mnt" if pid is not None else str(ns_path), os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:

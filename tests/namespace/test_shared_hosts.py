@@ -11,8 +11,10 @@ see it: a mount made under / after the plan reaches both, and a yard made withou
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ import pytest
 from planner import kernel
 from planner.dump import load
 from planner.execute import Executor, _named_by_handle
+from planner.mountinfo import parse
 from planner.plan import make_plan
 from planner.replica import build_replica
 from planner.tree import MountTree
@@ -136,3 +139,71 @@ def _yard_without_bracket(mounts: list[Any]) -> dict[str, Any]:
 def test_the_watchers_would_see_a_yard_made_under_the_shared_root() -> None:
     dump = load(SCENARIO)
     assert kernel.run_in_namespace(_yard_without_bracket, list(dump.mounts)) == {"peer": True, "slave": True}
+
+
+# --- the two kernel facts the yard's design rests on, shown on this kernel ------------------------
+
+
+def _into_a_detached_tree(top: str) -> dict[str, str]:
+    """A mount attached in the namespace, then a fresh clone, moved into a detached tmpfs (a yard
+    held only by its fd): what move_mount answers for each."""
+    kernel.mount("scratch", top, "tmpfs", 0, "mode=0755")
+    os.mkdir(f"{top}/cover")
+    kernel.mount("cover", f"{top}/cover", "tmpfs", 0, None)
+    yard = kernel.new_tmpfs()
+    os.mkdir("attached", dir_fd=yard)
+    os.mkdir("clone", dir_fd=yard)
+    out = {}
+    for shared in (False, True):
+        kernel.make_propagation(top, kernel.MS_SHARED if shared else kernel.MS_PRIVATE)
+        kernel.make_propagation(f"{top}/cover", kernel.MS_PRIVATE)
+        try:
+            kernel.move_mount(kernel.AT_FDCWD, f"{top}/cover", yard, "attached", 0)
+            out[f"attached, parent {'shared' if shared else 'private'}"] = "moved"
+        except OSError as exc:
+            out[f"attached, parent {'shared' if shared else 'private'}"] = errno.errorcode[exc.errno or 0]
+    clone = kernel.open_tree(kernel.AT_FDCWD, f"{top}/cover", kernel.OPEN_TREE_CLONE | kernel.OPEN_TREE_CLOEXEC)
+    kernel.attach(clone, yard, "clone")
+    out["detached clone"] = "moved"
+    return out
+
+
+def test_an_attached_mount_cannot_be_moved_into_a_detached_yard(tmp_path: Path) -> None:
+    """Why the yard is a path: a move-aside moves an attached mount, and into a detached tree the
+    kernel refuses that (EINVAL), whatever the propagation of its parent."""
+    assert kernel.run_in_namespace(_into_a_detached_tree, str(tmp_path)) == {
+        "attached, parent private": "EINVAL", "attached, parent shared": "EINVAL", "detached clone": "moved"}
+
+
+def _unmount_after_rejoin(top: str) -> dict[str, bool]:
+    """Y is shared with a peer Y2 that has its own mount at d. Y goes private (a keeper keeps its
+    group), a yard is mounted on Y/d, Y rejoins, the yard is unmounted: is Y2's own mount still there?"""
+    kernel.mount("scratch", top, "tmpfs", 0, "mode=0755")
+    for name in ("y", "y2"):
+        os.mkdir(f"{top}/{name}")
+    kernel.mount("y", f"{top}/y", "tmpfs", 0, None)
+    kernel.make_propagation(f"{top}/y", kernel.MS_SHARED)
+    kernel.mount(f"{top}/y", f"{top}/y2", None, 0x1000, None)  # MS_BIND: y2 joins y's peer group
+    os.mkdir(f"{top}/y/d")
+    kernel.make_propagation(f"{top}/y2", kernel.MS_PRIVATE)
+    kernel.mount("peer-own", f"{top}/y2/d", "tmpfs", 0, None)  # the peer's own mount at d
+    kernel.move_mount(kernel.AT_FDCWD, f"{top}/y", kernel.AT_FDCWD, f"{top}/y2", kernel.MOVE_MOUNT_SET_GROUP)
+    keeper = kernel.open_tree(kernel.AT_FDCWD, f"{top}/y", kernel.OPEN_TREE_CLONE | kernel.OPEN_TREE_CLOEXEC)
+    kernel.make_propagation(f"{top}/y", kernel.MS_PRIVATE)
+    kernel.mount("yard", f"{top}/y/d", "tmpfs", 0, None)
+    copies_of_the_yard = len([m for m in mountinfo_now() if m.source == "yard"]) - 1  # y is private: none
+    kernel.move_mount(keeper, "", kernel.AT_FDCWD, f"{top}/y", kernel.MOVE_MOUNT_F_EMPTY_PATH | kernel.MOVE_MOUNT_SET_GROUP)
+    kernel.umount2(f"{top}/y/d")
+    sources = {m.source for m in mountinfo_now()}
+    return {"peer saw the yard": copies_of_the_yard > 0, "peer's own mount survives": "peer-own" in sources}
+
+
+def mountinfo_now() -> list[Any]:
+    return parse(kernel.own_mountinfo(), "/proc/self/mountinfo")
+
+
+def test_unmounting_the_yard_after_its_mount_rejoined_reaches_a_peers_mount_at_that_place(tmp_path: Path) -> None:
+    """Why the yard's directory must be made for the plan when its mount is bracketed: the yard goes
+    after its mount rejoined (its keeper lives in it), and that unmount propagates to the peers."""
+    seen = kernel.run_in_namespace(_unmount_after_rejoin, str(tmp_path))
+    assert seen == {"peer saw the yard": False, "peer's own mount survives": False}
