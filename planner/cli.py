@@ -201,7 +201,8 @@ ALL_OPTION = click.option("--all", "show_all", is_flag=True,
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
              examples=(f"overmount analyze {SEED}",
                        "overmount capture --pid 4242 -o dump.json && overmount run dump.json"),
-             exits=(("0", "done"), ("1", "no plan the kernel would accept, or a plan failed check or run (rolled back)"),
+             exits=(("0", "done"), ("1", ("no plan the kernel would accept, a plan failed check or run (rolled back), "
+                                          "or recover could not put something back")),
                     EXIT_USAGE, EXIT_INTERRUPTED))
 @click.version_option(__version__, "-V", "--version", message=f"overmount %(version)s ({FORMAT}, {DUMP_FORMAT})",
                       help="print the version and the formats it reads and writes")
@@ -366,24 +367,26 @@ def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: s
         sys.exit(1)
 
 
-class Interrupted(BaseException):
-    """SIGINT, raised as our own class: click turns KeyboardInterrupt into "Aborted!" after a blank line."""
-
-
-def _interrupted(_signum: int, _frame: object) -> None:
-    raise Interrupted
-
-
-@cli.command()
+@cli.command(cls=_Command,
+             examples=("overmount recover plan.json --pid 4242 --dry-run", "overmount recover plan.json --pid 4242"),
+             exits=(("0", "what the plan left is back, or it left nothing"),
+                    ("1", "something could not be put back: each is named"), EXIT_USAGE, EXIT_INTERRUPTED))
 @click.argument("plan_path", metavar="PLAN")
-@click.option("--pid", type=int, help="work in this process's mount namespace, paths as its root sees them")
+@click.option("--pid", type=int, metavar="PID", help="work in this process's mount namespace, paths as its root sees them")
 @click.option("--ns", "ns_path", metavar="PATH", help="work in the mount namespace of this nsfs file "
               "(/proc/PID/ns/mnt, or a bind mount of one), paths from that namespace's root")
 @click.option("--dry-run", is_flag=True, help="print what would be put back; change nothing")
 @click.option("--own-namespace", is_flag=True, help="allow working in overmount's own mount namespace (refused otherwise)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def recover(plan_path: str, pid: int | None, ns_path: str | None, dry_run: bool, own_namespace: bool, as_json: bool) -> None:
-    """Put back what PLAN left in its yard when it stopped part way (its restorer killed with -9)."""
+    """Put back what a plan stopped part way left in its yard.
+
+    A restorer killed with -9 in the middle of PLAN leaves covers parked in its
+    yard and shared parents private. recover enters the mount namespace named
+    (by --pid or --ns) and finishes the plan from what is there: parked mounts go
+    home in reverse order, parents rejoin their peer groups, keepers and the yard
+    go. Each step acts only on the mount the table showed at its path.
+    """
     from planner import recover as recovering
 
     if (pid is None) == (ns_path is None):
@@ -394,6 +397,14 @@ def recover(plan_path: str, pid: int | None, ns_path: str | None, dry_run: bool,
     click.echo(json.dumps(report, indent=2) if as_json else recovering.report_text(report), nl=as_json)
     if not report["ok"]:
         sys.exit(1)
+
+
+class Interrupted(BaseException):
+    """SIGINT, raised as our own class: click turns KeyboardInterrupt into "Aborted!" after a blank line."""
+
+
+def _interrupted(_signum: int, _frame: object) -> None:
+    raise Interrupted
 
 
 def main() -> None:

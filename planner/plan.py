@@ -544,11 +544,13 @@ def _make_plan(
     analysis = analyze(tree, targets)
     for finding in analysis.targets:
         if finding.unlisted:  # a forest whose trees' places relative to each other are unknown
-            unlisted, top = finding.unlisted[0]
+            other, top = finding.unlisted[0]
+            home = tree.top_of(finding.target.mount)
             raise PlanRefused(
-                f"target {finding.target.id}: reaching {finding.target.path} depends on mount {unlisted}, which the "
-                f"table does not list (mount {top.mount_id} at {top.mountpoint} hangs from it; whether that lies "
-                f"over the path or under it is unknown); {WHOLE_TABLE}"
+                f"target {finding.target.id}: reaching {finding.target.path} depends on mounts the table does not "
+                f"list: mount {tree.unlisted_parent[home.mount_id]} (mount {home.mount_id} at {home.mountpoint} hangs "
+                f"from it) and mount {other} (mount {top.mount_id} at {top.mountpoint} hangs from it); which lies over "
+                f"the other is unknown; {WHOLE_TABLE}"
             )
     refuse_duplicate_binds(analysis)
     planner = _Planner(tree, analysis, yard or DEFAULT_YARD, kernel, locked)

@@ -40,7 +40,7 @@ def test_bare_overmount_prints_readable_usage_and_the_commands() -> None:
     assert "\\n" not in err and err.count("\n") > 15  # lines, not one line of literal escapes
     assert err.startswith("Usage: ") and "COMMAND [ARGS]..." in err.splitlines()[0]
     listed = [line.split()[0] for line in err.split("Commands:\n")[1].split("\n\n")[0].splitlines()]
-    assert listed == ["capture", "analyze", "plan", "check", "run"]  # the order a user meets them
+    assert listed == ["capture", "analyze", "plan", "check", "run", "recover"]  # the order a user meets them
     assert "Exit status:" in err and "Examples:" in err
 
 

@@ -98,7 +98,8 @@ def test_only_targets_whose_reach_depends_on_an_unlisted_mount_are_refused() -> 
     for target in (("open", 21, "/dev/shm/x"), ("open", 30, "/dev/shm/y")):
         [finding] = analyze(tree, targets_of(target)).targets
         assert finding.unlisted
-        with pytest.raises(PlanRefused, match=r"target t1: reaching /dev/shm/. depends on mount (22|1), which the table does not list"):
+        with pytest.raises(PlanRefused, match=r"target t1: reaching /dev/shm/. depends on mounts the table does not list: "
+                                              r"mount (22|1) \(mount (30|21) at /dev(/shm)? hangs from it\) and mount (1|22)"):
             make_plan(tree, targets_of(target))
 
 
@@ -146,7 +147,7 @@ def test_the_commands_on_a_forest(tmp_path: Path) -> None:
     refused = overmount("plan", str(filtered), "--target", "30:/dev/shm/y")
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.splitlines() == [
-        ("overmount: target t1: reaching /dev/shm/y depends on mount 1, which the table does not list "
-         "(mount 21 at /dev hangs from it; whether that lies over the path or under it is unknown); give the table "
-         "as the mount namespace's root sees it (overmount capture as root reads it so, as does nsenter -m -t PID "
-         "cat /proc/self/mountinfo)")]
+        ("overmount: target t1: reaching /dev/shm/y depends on mounts the table does not list: mount 22 (mount 30 "
+         "at /dev/shm hangs from it) and mount 1 (mount 21 at /dev hangs from it); which lies over the other is "
+         "unknown; give the table as the mount namespace's root sees it (overmount capture as root reads it so, as "
+         "does nsenter -m -t PID cat /proc/self/mountinfo)")]
