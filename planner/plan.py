@@ -90,6 +90,7 @@ class _Planner:
         self.yard_made = False
         self.yard_keeper: _Out | None = None  # the bracket of the yard's own mount, when it is shared
         self.needed_by: dict[int, list[str]] = {}
+        self.stack_places: dict[int, tuple[int, int]] = {}  # see _place_in_stack
         for finding in analysis.targets:
             for mount in finding.needed_movers:
                 self.needed_by.setdefault(mount, []).append(finding.target.id)
@@ -300,10 +301,8 @@ class _Planner:
             path, mount = found
             if mount not in expected:
                 raise PlanRefused(f"target {target.id}: mount {mount} at {path} is in the way but the analysis did not expect it")
-            # The cover this mount leaves for: itself, or the cover it is stacked on (worked out once
-            # per move, not per mover: a stack can be a thousand mounts deep).
-            below = self._stacked_under(mount)
-            covering = next((c.mount for c in finding.covers if c.mount in below), mount)
+            # The cover this mount leaves for: itself, or the cover it is stacked on.
+            covering = next((c.mount for c in finding.covers if self._stacked_on(mount, c.mount)), mount)
             self.move_aside(path, mount, finding, covering)
         else:  # each pass moves one mount off the path, so this cannot run out unless the model is wrong
             raise PlanRefused(f"target {target.id}: still covered after moving every mount in its way")
@@ -368,13 +367,28 @@ class _Planner:
                 why += f"; {target.to} is parked too: the new mount is made at {to} and goes back with it"
         self.emit(Step(target.kind, mount=target.mount, path=path, to=to, target=target.id, why=why))
 
-    def _stacked_under(self, mount: int) -> set[int]:
-        below = set()
-        current = self.tree.by_id.get(mount)
-        while current is not None and current.parent_id in self.tree.by_id and current.mountpoint == self.tree.by_id[current.parent_id].mountpoint:
-            current = self.tree.by_id[current.parent_id]
-            below.add(current.mount_id)
-        return below
+    def _stacked_on(self, upper: int, lower: int) -> bool:
+        """True when `upper` sits in the dumped stack on `lower`'s root (directly or higher up)."""
+        up, low = self._place_in_stack(upper), self._place_in_stack(lower)
+        return up[0] == low[0] and up[1] > low[1]
+
+    def _place_in_stack(self, mount: int) -> tuple[int, int]:
+        """(bottom of the dumped stack `mount` is in, its height there), worked out once per mount:
+        a stack can be a thousand mounts deep, and each of them moves."""
+        found = self.stack_places.get(mount)
+        if found is None:
+            by_id, climbed = self.tree.by_id, []
+            current = by_id[mount]
+            while current.parent_id in by_id and current.mountpoint == by_id[current.parent_id].mountpoint:
+                if current.mount_id in self.stack_places:
+                    break
+                climbed.append(current.mount_id)
+                current = by_id[current.parent_id]
+            bottom, height = self.stack_places.get(current.mount_id, (current.mount_id, 0))
+            for offset, mount_id in enumerate(reversed(climbed), 1):
+                self.stack_places[mount_id] = (bottom, height + offset)
+            found = self.stack_places.setdefault(mount, (bottom, height))
+        return found
 
     def finish(self) -> None:
         while self.out:

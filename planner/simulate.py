@@ -90,6 +90,13 @@ class Namespace:
         self.root = tree.root.mount_id
         self.root_path = tree.root.mountpoint
         self._next_id = -1
+        # The top of each stack on a mount's root, by the stack's bottom mount, and each stacked
+        # mount's bottom: kept across the moves that take the top off or put one mount on top, so
+        # a stack a thousand deep taken apart and put back costs a walk per move, not a climb.
+        self._tops: dict[int, int] = {}
+        self._bottom: dict[int, int] = {}
+        # Roots with side-by-side siblings on them (legacy): stacks are then climbed, never kept.
+        self._crowded = sum(1 for (_, rel), ids in self.children.items() if rel == "" and len(ids) > 1)
 
     def add(self, label: str, group: int | None = None, master: int | None = None) -> int:
         """A new, unattached mount (yard, keeper, bind mount); its id is negative."""
@@ -115,9 +122,8 @@ class Namespace:
         parts = relative(path, self.root_path).split("/")[1:] if path != self.root_path else []
         while True:
             stack = self.children.get((mount, rel))
-            while stack:
-                mount, base, rel = stack[-1], join(base, rel), ""
-                stack = self.children.get((mount, ""))
+            if stack:
+                mount, base, rel = self.top_of(stack[-1]), join(base, rel), ""
             if not parts:
                 return Landing(mount, rel, base)
             rel = rel + "/" + parts.pop(0)
@@ -157,7 +163,17 @@ class Namespace:
         parent = self.parent[mount_id]
         assert parent is not None
         place = (parent, self.rel[mount_id])
-        left = tuple(other for other in self.children[place] if other != mount_id)
+        ids = self.children[place]
+        if place[1] == "":  # it leaves a stack: the stack's top is now its parent, when that is all
+            if len(ids) > 1 or self._crowded or (mount_id, "") in self.children:
+                self._forget()
+            else:
+                bottom = self._bottom_of(mount_id)
+                if self._tops.get(bottom) == mount_id:
+                    self._tops[bottom] = parent
+                self._bottom.pop(mount_id, None)
+            self._count_crowded(len(ids), len(ids) - 1)
+        left = tuple(other for other in ids if other != mount_id)
         if left:
             self.children[place] = left
         else:
@@ -172,9 +188,19 @@ class Namespace:
 
     def attach_at(self, mount_id: int, landing: Landing) -> None:
         """Attach where a walk just ended (a caller that has looked at the landing need not walk twice)."""
-        self.parent[mount_id], self.rel[mount_id] = landing.mount, landing.rel
         place = (landing.mount, landing.rel)
-        self.children[place] = self.children.get(place, ()) + (mount_id,)
+        before = self.children.get(place, ())
+        if landing.rel == "":  # it goes on top of a stack: the new top, when it carries none of its own
+            if before or self._crowded or (mount_id, "") in self.children:
+                self._forget()
+            else:
+                bottom = self._bottom_of(landing.mount)
+                if self._tops.get(bottom) == landing.mount:
+                    self._tops[bottom] = mount_id
+                self._bottom[mount_id] = bottom
+            self._count_crowded(len(before), len(before) + 1)
+        self.parent[mount_id], self.rel[mount_id] = landing.mount, landing.rel
+        self.children[place] = before + (mount_id,)
 
     def mount_at(self, path: str) -> int:
         """The mount whose root `path` names, as `mount --move PATH` needs; SimError if none."""
@@ -185,6 +211,14 @@ class Namespace:
 
     def in_subtree(self, mount_id: int, top: int) -> bool:
         current: int | None = mount_id
+        if not self._crowded and mount_id != top and (mount_id, "") not in self.children:
+            # The top of a stack: every mount of the stack lies under it, and the climb down to the
+            # stack's bottom is skipped (it would cost the stack's height on every move).
+            bottom = self._bottom_of(mount_id)
+            if bottom != mount_id:
+                if self._bottom_of(top) == bottom:
+                    return True
+                current = bottom
         while current is not None:
             if current == top:
                 return True
@@ -193,11 +227,43 @@ class Namespace:
 
     def top_of(self, mount_id: int) -> int:
         """The mount a walk ends on at `mount_id`'s root: the top of its stack."""
+        if (mount_id, "") not in self.children:
+            return mount_id
+        if self._crowded:
+            return self._climb(mount_id)
+        # One mount at most on each root: a stack is one line, the same top from any of its mounts.
+        bottom = self._bottom_of(mount_id)
+        top = self._tops.get(bottom)
+        if top is None:
+            top = self._tops[bottom] = self._climb(bottom)
+        return top
+
+    def _climb(self, mount_id: int) -> int:
         stack = self.children.get((mount_id, ""))
         while stack:
             mount_id = stack[-1]
             stack = self.children.get((mount_id, ""))
         return mount_id
+
+    def _bottom_of(self, mount_id: int) -> int:
+        """The mount at the bottom of the stack `mount_id` is in (itself when it is on no root)."""
+        bottom = self._bottom.get(mount_id)
+        if bottom is None:
+            stacked = []
+            bottom = mount_id
+            while self.rel[bottom] == "" and (below := self.parent[bottom]) is not None:
+                stacked.append(bottom)
+                bottom = below
+            for mount in stacked:
+                self._bottom[mount] = bottom
+        return bottom
+
+    def _forget(self) -> None:
+        self._tops.clear()
+        self._bottom.clear()
+
+    def _count_crowded(self, before: int, after: int) -> None:
+        self._crowded += (after > 1) - (before > 1)
 
     def shape(self) -> dict[int, tuple[int | None, str, int | None, int | None]]:
         """What must come back identical: each mount's parent, place and propagation.
