@@ -10,6 +10,7 @@ back in exact reverse order, only when a target needs one of them in place.
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from dataclasses import dataclass
 
 from planner.aliases import is_alias, target_place
@@ -511,19 +512,26 @@ def unlinked_first(order: list[TargetFinding]) -> list[TargetFinding]:
 
 def binds_last(order: list[TargetFinding]) -> list[TargetFinding]:
     """`order`, with each mount-source whose `to` lies on another target's path moved to the end:
-    from its bind on, that path leads into the new mount."""
-    on_paths: set[str] = set()
+    from its bind on, that path leads into the new mount.
+
+    Each target path is tested only at the lengths some `to` has, never through all its ancestors
+    (a set of every ancestor of 100 paths 2,000 directories deep held 400 MB)."""
+    tos = {f.target.to for f in order if f.target.kind == "mount-source" and f.target.to is not None}
+    if not tos:
+        return order
+    lengths = sorted({len(to) for to in tos})
+    under: Counter[str] = Counter()  # `to` -> how many target paths lie under it
     for finding in order:
         path = finding.target.path
-        while True:
-            on_paths.add(path)
-            if path == "/":
+        for n in lengths:
+            if n > len(path):
                 break
-            path = path.rpartition("/")[0] or "/"
+            if (n == 1 or n == len(path) or path[n] == "/") and path[:n] in tos:
+                under[path[:n]] += 1
     later = [
         f for f in order
-        if f.target.kind == "mount-source" and f.target.to in on_paths
-        and any(is_under(o.target.path, f.target.to) for o in order if o is not f)
+        if f.target.kind == "mount-source" and f.target.to is not None
+        and under[f.target.to] - is_under(f.target.path, f.target.to) > 0
     ]
     if not later:
         return order
