@@ -243,8 +243,10 @@ class Executor:
         made: list[str] = []
         try:
             for directory in reversed(missing):
-                self.make_dir(directory)
-                made.append(directory)
+                # Only what mkdir made is ours to remove: a directory that is there after all
+                # (EEXIST: the lookup's ENOENT raced, or was injected) may be a mount point or the dump's.
+                if self.make_dir(directory):
+                    made.append(directory)
         except BaseException:
             for directory in reversed(made):
                 self._remove_quietly(directory)

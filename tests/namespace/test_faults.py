@@ -241,6 +241,19 @@ def test_a_failing_mount_source_is_undone_with_the_binds_before_it(mocker: Mocke
     assert check_outcome(report, k) == "rolled back"
 
 
+def test_a_lookup_failing_while_the_yard_is_made_removes_nothing_it_did_not_make(mocker: MockerFixture) -> None:
+    """The stress run's find: ENOENT from the lookup of /srv (there, a mount point) while yard-create
+    makes /srv/.overmount-yard, so it took /srv for missing, "made" it (mkdir said EEXIST), and
+    yard-remove tried to remove /srv as well: EBUSY, and a run that had reached everything failed."""
+    name = "25-chrooted-process-forest"
+    calls = calls_per_step(name)[0]
+    assert (CASES[name][0][0]["op"], CASES[name][0][0]["path"]) == ("yard-create", "/srv/.overmount-yard")
+    assert calls[:3] == ("openat2", "openat2", "openat2")  # the yard's path (missing), /srv, /srv again for mkdir
+    report = Faults(fail=(0, 2), err=errno.ENOENT).run(mocker, name)
+    assert report["ok"], report["failed_step"]
+    assert report["tree_identical"] and report["yard_empty"]
+
+
 # --- a step fails, then the rollback's own move fails too ---------------------------------
 
 
