@@ -50,7 +50,7 @@ from tests.test_properties import (
 )
 
 DEFAULT_EXAMPLES = 100  # per variant
-STRESS_EXAMPLES = 1000  # per variant
+STRESS_EXAMPLES = 2000  # per variant
 FIXED = ("yard-create", "yard-remove")  # left in place: moving them only tests directory creation
 
 

@@ -50,8 +50,9 @@ ERRNOS = (errno.EBUSY, errno.EINVAL, errno.EPERM, errno.ENOENT, errno.EIO)
 SYSCALLS = ("openat2", "statx_ids", "move_mount", "open_tree", "mount_setattr", "umount2", "mount",
             "fsopen", "fsconfig", "fsmount", "proc_open", "unix_socket_diag")
 # Between them these have every kind of step: bind, open, chdir (01), mmap (05), mount-source (06),
-# keeper-bind, make-private, rejoin-group, keeper-remove (16), and the yard and the moves (all).
-EVERY_CALL = ("01-seed-lxd-cgroup", "05-mmap-under-overmount", "06-hidden-bind-source", "16-shared-parent-with-peer")
+# keeper-bind, make-private, rejoin-group, keeper-remove (16), root (22), and the yard and the moves.
+EVERY_CALL = ("01-seed-lxd-cgroup", "05-mmap-under-overmount", "06-hidden-bind-source", "16-shared-parent-with-peer",
+              "22-chroot-root-under-overmount")
 
 
 def runnable() -> dict[str, tuple[list[dict[str, Any]], Dump]]:
@@ -226,9 +227,10 @@ def test_every_call_of_every_step_stress(mocker: MockerFixture) -> None:
 
 
 def test_the_sample_has_every_kind_of_step() -> None:
-    ops = {s["op"] for name in EVERY_CALL for s in CASES[name][0]}
-    assert ops == {"yard-create", "yard-remove", "move-aside", "move-back", "keeper-bind", "make-private",
-                   "rejoin-group", "keeper-remove", "open", "chdir", "bind", "mmap", "mount-source"}
+    every = {s["op"] for steps, _ in CASES.values() for s in steps}
+    assert {s["op"] for name in EVERY_CALL for s in CASES[name][0]} == every
+    assert every >= {"yard-create", "yard-remove", "move-aside", "move-back", "keeper-bind", "make-private",
+                     "rejoin-group", "keeper-remove", "open", "chdir", "root", "bind", "mmap", "mount-source"}
 
 
 def test_a_failing_mount_source_is_undone_with_the_binds_before_it(mocker: MockerFixture) -> None:
