@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -100,7 +99,7 @@ class MountTree:
         index = {id(m): i for i, m in enumerate(self.mounts)}
         for top in tops:
             self.unlisted_parent[top.mount_id] = top.parent_id
-            on_stand_in = dataclasses.replace(top, parent_id=stand_in)
+            on_stand_in = top._replace(parent_id=stand_in)
             self.mounts[index[id(top)]] = self.by_id[top.mount_id] = on_stand_in
 
     @property

@@ -5,8 +5,11 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from planner import mountinfo
 from planner.errors import MountinfoError
@@ -145,3 +148,45 @@ def test_findmnt_reads_the_same_fields(path: str) -> None:
         assert fs["vfs-options"] == m.options
         assert (fs["opt-fields"] or "") == " ".join(m.optional)
         assert fs["fs-options"] == m.super_options
+
+
+# --- the plain-line fast path says what parse_line says ------------------------------------------
+
+# Field texts near the edges of what _PLAIN_LINE takes: escapes, empty fields, '.', '..', other
+# optional fields, the separator's look-alikes, a NUL, a raw carriage return.
+_NUMBERS = st.sampled_from(["1", "0", "007", "123456789012345678", "1234567890123456789", "x", "", "²", "-1"])
+_PATHS = st.sampled_from(["/", "/a", "/a/b", "/a b", "/a\\040b", "/a/.", "/a/../b", "//a", "/a/", "/\\134", "/a\rb",
+                          "rel", "", "/\0", "net:[4026532659]", "/x//deleted", "-", "/" + "n" * 300])
+_WORDS = st.sampled_from(["rw", "rw,relatime", "-", "", "ro,nosuid", "a\\b", "tmpfs", "ext4", "/dev/sda", "x y"])
+_TAGS = st.lists(st.sampled_from(["shared:1", "shared:2", "master:1", "master:3", "propagate_from:4", "unbindable",
+                                  "shared:x", "master:", "other:tag", "-", ""]), max_size=3)
+
+
+@st.composite
+def _lines(draw: st.DrawFn) -> str:
+    head = [draw(_NUMBERS), draw(_NUMBERS), f"{draw(_NUMBERS)}:{draw(_NUMBERS)}", draw(_PATHS), draw(_PATHS), draw(_WORDS)]
+    return " ".join([*head, *draw(_TAGS), "-", draw(_WORDS), draw(_WORDS), draw(_WORDS)])
+
+
+def _outcome(fn: Callable[..., object], *args: object) -> object:
+    try:
+        return fn(*args)
+    except MountinfoError as err:
+        return str(err)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(lines=st.lists(st.one_of(_lines(), st.just(""), st.just("  ")), min_size=1, max_size=4))
+def test_plain_lines_parse_as_parse_line_reads_them(lines: list[str]) -> None:
+    """parse() takes most lines from one regular expression; each line must come out as parse_line
+    makes it, field for field and line number for line number, or fail with parse_line's message."""
+    expected: list[mountinfo.Mount] = []
+    for number, line in enumerate(lines, 3):
+        if line.strip(" "):
+            got = _outcome(mountinfo.parse_line, line, "t", number)
+            if isinstance(got, str):
+                assert _outcome(mountinfo.parse, "\n".join(lines), "t", 3) == got
+                return
+            expected.append(got)  # type: ignore[arg-type]
+    parsed = mountinfo.parse("\n".join(lines), "t", 3)
+    assert [(m, m.line_no) for m in parsed] == [(m, m.line_no) for m in expected]

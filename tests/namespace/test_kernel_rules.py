@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 
@@ -54,7 +53,7 @@ def _propagated_behind_a_mount() -> dict[str, object]:
 
 def _as_an_old_kernel_listed_it(mounts: list[Mount], tucked: Mount, above: Mount) -> list[Mount]:
     """The same table as a 3.14-4.10 kernel wrote it: the copy beside the mount, not beneath it."""
-    return [dataclasses.replace(m, parent_id=tucked.parent_id) if m is above else m for m in mounts]
+    return [m._replace(parent_id=tucked.parent_id) if m is above else m for m in mounts]
 
 
 def test_a_copy_propagated_behind_a_mount_leaves_the_mount_made_first_on_top() -> None:
