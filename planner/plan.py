@@ -117,8 +117,9 @@ class _Planner:
             for path in (target.path, target.to):
                 if path is not None and is_under(path, yard):
                     return f"yard {yard} would cover {path} of target {target.id}; choose another --yard"
-        for below in self.tree.mounts:
-            if is_under(below.mountpoint, yard):
+        inside = yard + "/"
+        for below in self.tree.mounts:  # is_under(), inlined: this looks at every mount
+            if below.mountpoint == yard or below.mountpoint.startswith(inside):
                 return f"yard {yard} would cover mount {below.mount_id} at {below.mountpoint}; choose another --yard"
         ns = self.session.ns
         chain = ns.chain(ns.walk(yard).mount) or []
@@ -160,23 +161,26 @@ class _Planner:
         """Where the walk to the target leaves its ancestor chain `chain` (root first), and the mount
         that path names (the top of the stack there); None when the walk arrives."""
         ns = self.session.ns
-        path = finding.target.path
-        mount, base, rel, depth = ns.root, ns.root_path, "", 0
-        parts = relative(path, ns.root_path).split("/")[1:]
+        children = ns.children
+        rest = relative(finding.target.path, ns.root_path)
+        # As Namespace.walk: in `mount` at rest[start:end], the chain followed `depth` mounts down.
+        mount, start, end, depth = ns.root, 0, 0, 0
         while True:
-            stack = ns.children.get((mount, rel))
+            stack = children.get((mount, rest[start:end]))
             while stack:
                 if depth + 1 < len(chain) and stack[-1] == chain[depth + 1]:
-                    mount, base, rel, depth = stack[-1], join(base, rel), "", depth + 1
-                    stack = ns.children.get((mount, ""))
+                    mount, start, depth = stack[-1], end, depth + 1
+                    stack = children.get((mount, ""))
                 else:
                     # What mount_at(that path) would say, without walking it again.
-                    return join(base, rel), ns.top_of(stack[-1])
-            if not parts:
+                    return join(ns.root_path, rest[:end]), ns.top_of(stack[-1])
+            if end == len(rest):
                 if mount != chain[-1]:
                     raise PlanRefused(f"target {finding.target.id}: its mount {finding.target.mount} is not in place")
                 return None
-            rel = rel + "/" + parts.pop(0)
+            end = rest.find("/", end + 1)
+            if end < 0:
+                end = len(rest)
 
     def move_aside(self, path: str, mount: int, finding: TargetFinding, covering: int) -> None:
         """Move `mount`, the mount `path` names, into a new yard slot."""
@@ -579,7 +583,6 @@ def _make_plan(
     if yard is None:
         planner.yard = planner.default_yard()
     planner.session.planned_yards.add(planner.yard)
-    before = planner.session.ns.shape()
     planner.check_yard()
     for finding in plan_order(analysis):
         planner.reach(finding)
@@ -595,7 +598,7 @@ def _make_plan(
     # Every step already went through check's apply_step as it was emitted (emit()), so what
     # check_plan would add is its verdict on the end state; running all steps again would only
     # repeat the same simulation.
-    problems = final_problems(planner.session, before, targets)
+    problems = final_problems(planner.session, None, targets)
     if problems:
         raise PlanRefused("no valid plan: " + "; ".join(problems))
     return plan

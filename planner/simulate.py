@@ -9,7 +9,6 @@ parent's mountpoint), so a move carries a whole subtree for free.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from planner.paths import is_under, join, relative
@@ -20,8 +19,7 @@ class SimError(Exception):
     """A step the kernel would refuse, or that does not do what it says."""
 
 
-@dataclass(frozen=True)
-class Landing:
+class Landing(NamedTuple):  # a tuple: a plan of 1e4 targets makes 1e5 of these
     """Where a walk of a path ends: in `mount`, at `rel` inside it (\"\" = its root)."""
 
     mount: int
@@ -33,11 +31,14 @@ Children = dict[tuple[int, str], tuple[int, ...]]
 
 
 class _Start(NamedTuple):
+    root: int
+    root_path: str
     parent: dict[int, int | None]
     rel: dict[int, str]
     group: dict[int, int | None]
     master: dict[int, int | None]
     children: Children
+    crowded_roots: int  # roots with side-by-side siblings on them (Namespace._crowded)
 
 
 # The dumped tree as a namespace holds it before any step, per tree. make_plan builds two
@@ -56,17 +57,19 @@ def _start_of(tree: MountTree) -> _Start:
         children: Children = {}
         # From the tree's own index, which already groups mounts by place in stacking order.
         for (parent_id, mountpoint), ids in tree.children_at.items():
-            rel = relative(mountpoint, tree.by_id[parent_id].mountpoint)
+            above = tree.by_id[parent_id].mountpoint  # relative(mountpoint, above), inlined: 1e5 places
+            rel = "" if mountpoint == above else mountpoint if above == "/" else mountpoint[len(above) :]
             children[(parent_id, rel)] = ids
             for mount_id in ids:
                 parents[mount_id], rels[mount_id] = parent_id, rel
-        start = _starts[tree] = _Start(
-            parents,
-            rels,
-            {m.mount_id: m.shared for m in tree.top_down},  # top_down: a forest's stand-in too
-            {m.mount_id: m.master for m in tree.top_down},
-            children,
-        )
+        groups: dict[int, int | None] = dict.fromkeys(tree.by_id)  # top_down: a forest's stand-in too
+        masters = dict(groups)
+        for mount in tree.mounts:
+            if mount.optional:  # most mounts of a private namespace have none
+                groups[mount.mount_id], masters[mount.mount_id] = mount.shared, mount.master
+        crowded = sum(1 for (_, rel), ids in children.items() if rel == "" and len(ids) > 1)
+        start = _starts[tree] = _Start(tree.root.mount_id, tree.root.mountpoint, parents, rels, groups, masters,
+                                       children, crowded)
     return start
 
 
@@ -80,15 +83,25 @@ class Namespace:
     """
 
     def __init__(self, tree: MountTree) -> None:
-        start = _start_of(tree)
+        self._begin(_start_of(tree))
+
+    @classmethod
+    def from_start(cls, ns: Namespace) -> Namespace:
+        """A namespace as `ns` was before its first step."""
+        fresh = cls.__new__(cls)
+        fresh._begin(ns.start)
+        return fresh
+
+    def _begin(self, start: _Start) -> None:
+        self.start = start
         self.parent = dict(start.parent)
         self.rel = dict(start.rel)  # mountpoint relative to the parent's mountpoint
         self.group = dict(start.group)  # peer group when shared
         self.master = dict(start.master)  # the group this mount is a slave of
         self.labels: dict[int, str] = {}  # names of the mounts the plan creates
         self.children: Children = dict(start.children)
-        self.root = tree.root.mount_id
-        self.root_path = tree.root.mountpoint
+        self.root = start.root
+        self.root_path = start.root_path
         self._next_id = -1
         # The top of each stack on a mount's root, by the stack's bottom mount, and each stacked
         # mount's bottom: kept across the moves that take the top off or put one mount on top, so
@@ -96,7 +109,7 @@ class Namespace:
         self._tops: dict[int, int] = {}
         self._bottom: dict[int, int] = {}
         # Roots with side-by-side siblings on them (legacy): stacks are then climbed, never kept.
-        self._crowded = sum(1 for (_, rel), ids in self.children.items() if rel == "" and len(ids) > 1)
+        self._crowded = start.crowded_roots
 
     def add(self, label: str, group: int | None = None, master: int | None = None) -> int:
         """A new, unattached mount (yard, keeper, bind mount); its id is negative."""
@@ -117,16 +130,19 @@ class Namespace:
         """The kernel's walk from the root: at each prefix, step onto the topmost mount there."""
         if not is_under(path, self.root_path):
             raise SimError(f"{path} is outside the namespace root {self.root_path}")
-        mount, base = self.root, self.root_path
-        rel = ""
-        parts = relative(path, self.root_path).split("/")[1:] if path != self.root_path else []
+        children = self.children
+        rest = relative(path, self.root_path)  # "" or "/a/b"
+        # The walk is in `mount`, at rest[start:end] inside it; it entered `mount` at rest[:start].
+        mount, start, end = self.root, 0, 0
         while True:
-            stack = self.children.get((mount, rel))
+            stack = children.get((mount, rest[start:end]))
             if stack:
-                mount, base, rel = self.top_of(stack[-1]), join(base, rel), ""
-            if not parts:
-                return Landing(mount, rel, base)
-            rel = rel + "/" + parts.pop(0)
+                mount, start = self.top_of(stack[-1]), end
+            if end == len(rest):
+                return Landing(mount, rest[start:], join(self.root_path, rest[:start]))
+            end = rest.find("/", end + 1)
+            if end < 0:
+                end = len(rest)
 
     def mount_path(self, mount_id: int) -> str | None:
         """Absolute path of a mount's root, or None when it is not reachable from the root."""
@@ -264,6 +280,17 @@ class Namespace:
 
     def _count_crowded(self, before: int, after: int) -> None:
         self._crowded += (after > 1) - (before > 1)
+
+    def unchanged(self) -> bool:
+        """Every dumped mount where it was dumped, with its propagation, and nothing else attached.
+
+        Plain dict comparisons, in C: a plan that restores the tree passes this without shape()
+        having to be worked out for every mount (mounts the plan made and took away again stay
+        in the dicts, detached, and are not compared)."""
+        start = self.start
+        return (self.children == start.children and start.parent.items() <= self.parent.items()
+                and start.rel.items() <= self.rel.items() and start.group.items() <= self.group.items()
+                and start.master.items() <= self.master.items())
 
     def shape(self) -> dict[int, tuple[int | None, str, int | None, int | None]]:
         """What must come back identical: each mount's parent, place and propagation.
