@@ -7,6 +7,7 @@ interrupted (Ctrl-C).
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import locale
@@ -409,6 +410,10 @@ def _interrupted(_signum: int, _frame: object) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, _interrupted)
+    # One command, then exit: what it builds (a table's records, a plan) lives until the end and
+    # holds no cycles, and the cyclic collector would only rescan it, again and again as it grows
+    # (a fifth of `plan` on a 1e5-mount table). Memory is freed by reference counting as before.
+    gc.disable()
     json_errors = _wants_json(sys.argv[1:])
     try:
         cli.main(standalone_mode=False)
