@@ -59,9 +59,12 @@ class Analysis:
         planning does not need (a plan only follows the targets' chains).
         """
         through = path_covers(self.tree)
+        stacked = self.tree.children_at
         out = {}
         for mount in self.tree.mounts:
-            covers = through[mount.mount_id] + tuple(level_covers(self.tree, mount, mount.mountpoint, None))
+            covers = through[mount.mount_id]
+            if (mount.mount_id, mount.mountpoint) in stacked:  # something on its own root
+                covers += tuple(level_covers(self.tree, mount, mount.mountpoint, None))
             if covers:
                 out[mount.mount_id] = covers
         return out

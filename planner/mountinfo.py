@@ -71,6 +71,11 @@ class Mount(NamedTuple):
         return self._tag("master:")
 
     @property
+    def groups(self) -> tuple[int | None, int | None]:
+        """(shared, master) in one look: what a namespace of 1e5 mounts asks each mount."""
+        return (self._tag("shared:"), self._tag("master:")) if self.optional else (None, None)
+
+    @property
     def propagate_from(self) -> int | None:
         return self._tag("propagate_from:")
 

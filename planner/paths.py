@@ -65,11 +65,9 @@ def join(top: str, rel: str) -> str:
 def prefixes(path: str, start: str, end: str) -> list[str]:
     """The prefixes of `path` from `start` to `end` inclusive (start under end under path)."""
     out = [start]
-    if start == end:
-        return out
-    rest = relative(end, start).split("/")[1:]
-    current = start
-    for part in rest:
-        current = current + "/" + part if current != "/" else "/" + part
-        out.append(current)
+    if start != end:
+        at = 0 if start == "/" else len(start)
+        while (at := end.find("/", at + 1)) > 0:
+            out.append(end[:at])
+        out.append(end)
     return out

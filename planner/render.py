@@ -28,8 +28,11 @@ def printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
+_PROPAGATION_TAGS = ("shared:", "master:", "propagate_from:")
+
+
 def propagation(mount: Mount) -> str:
-    tags = [opt for opt in mount.optional if opt.split(":")[0] in ("shared", "master", "propagate_from", "unbindable")]
+    tags = [opt for opt in mount.optional if opt.startswith(_PROPAGATION_TAGS) or opt == "unbindable"]
     return " ".join(tags) if tags else "private"
 
 
@@ -142,25 +145,29 @@ def analysis_text(analysis: Analysis, show_all: bool = False, style: TableStyle 
 
     header = ("TARGET", "ID", "FSTYPE", "SOURCE", "PROPAGATION", "STATUS")
     cells = [header]
+    covered, depends = analysis.mount_covers, analysis.mount_unlisted
     for lead, _below, mount in rows:
-        covers = analysis.mount_covers.get(mount.mount_id)
+        covers = covered.get(mount.mount_id)
         status = f"HIDDEN, covered by {_ids(c.mount for c in covers)}" if covers else ""
-        if mount.mount_id in analysis.mount_unlisted:
-            status = _unknown(analysis.mount_unlisted[mount.mount_id])
+        if depends and mount.mount_id in depends:
+            status = _unknown(depends[mount.mount_id])
         name = lead + printable(mount.mountpoint) + (" (root deleted)" if mount.deleted else "")
         cells.append((name, str(mount.mount_id), printable(mount.fstype), printable(mount.source) or "-",
                       propagation(mount), status))
-    widths = [max(len(row[col]) for row in cells) for col in range(len(header) - 1)]
+    columns = list(zip(*cells))
+    widths = [max(map(len, column)) for column in columns[:-1]]
     if style.width is not None:
         # As findmnt does on a terminal: the SOURCE column gives way (with an ellipsis) first.
-        others = sum(widths) - widths[3] + 2 * (len(header) - 1) + max(len(row[-1]) for row in cells)
+        others = sum(widths) - widths[3] + 2 * (len(header) - 1) + max(map(len, columns[-1]))
         widths[3] = max(len("SOURCE"), min(widths[3], style.width - others))
+    # One format per row (a 1e5-mount table is 1e5 rows); a source too wide is cut first.
+    row_format = "".join(f"{{:{align}{width}}}  " for align, width in zip("<><<<", widths, strict=True)) + "{}"
+    cut = widths[3] - len(style.ellipsis)
 
     def line(row: tuple[str, ...]) -> str:
-        source = row[3] if len(row[3]) <= widths[3] else row[3][: widths[3] - len(style.ellipsis)] + style.ellipsis
-        fields = (row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].ljust(widths[2]), source.ljust(widths[3]),
-                  row[4].ljust(widths[4]), row[5])
-        return "  ".join(fields).rstrip()
+        if len(row[3]) > widths[3]:
+            row = (*row[:3], row[3][:cut] + style.ellipsis, *row[4:])
+        return row_format.format(*row).rstrip()
 
     lines = [line(header)]
     for (_lead, below, mount), row in zip(rows, cells[1:], strict=True):
@@ -192,7 +199,9 @@ def analysis_text(analysis: Analysis, show_all: bool = False, style: TableStyle 
             f"a forest: {len(tree.tops)} {'trees, whose tops hang' if many else 'tree, whose top hangs'} from "
             f"mount{'s' if len(unlisted) > 1 else ''} {_ids(unlisted)}, not in the table"
         )
-    return "\n".join(printable(line) for line in lines) + "\n"  # fields are escaped already; nothing slips by
+    if not all(map(str.isprintable, lines)):  # fields are escaped already; nothing slips by
+        lines = [printable(line) for line in lines]
+    return "\n".join(lines) + "\n"
 
 
 def _target_note(finding: TargetFinding) -> str:

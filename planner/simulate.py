@@ -66,7 +66,7 @@ def _start_of(tree: MountTree) -> _Start:
         masters = dict(groups)
         for mount in tree.mounts:
             if mount.optional:  # most mounts of a private namespace have none
-                groups[mount.mount_id], masters[mount.mount_id] = mount.shared, mount.master
+                groups[mount.mount_id], masters[mount.mount_id] = mount.groups
         crowded = sum(1 for (_, rel), ids in children.items() if rel == "" and len(ids) > 1)
         start = _starts[tree] = _Start(tree.root.mount_id, tree.root.mountpoint, parents, rels, groups, masters,
                                        children, crowded)
