@@ -1,45 +1,45 @@
-"""The executor against two bare loops, in one throwaway mount namespace.
+"""The executor at scale, against two bare loops, in one throwaway mount namespace per size.
 
-For a plan with N hidden targets (N = 10, 100, 1000) on a generated host whose
-targets are all `open`, a forked child (kernel.run_in_namespace: unshare
-CLONE_NEWNS, `/` made private recursively, before anything else) builds the
-replica, then alternates, several times each:
+For a generated host of N mounts (N = 1e3, 1e4, 2e4), a tenth of them holding a hidden
+target, all targets `open`, a forked child (kernel.run_in_namespace: unshare CLONE_NEWNS, `/`
+made private recursively, before anything else) first sets RLIMIT_NOFILE to 1024, soft and hard,
+as `ulimit -n 1024` does (the replica must keep its fds bounded), then builds the replica (timed:
+µs per mount), then alternates, several times each:
 
-- floor: the plan's move-aside / open / move-back steps as the fewest raw calls
-  that do them, with no checking at all: move_mount(2) path to path through
-  ctypes, open(2), move_mount(2) back. The least any tool could spend.
-- same syscalls: the very syscalls the executor issues for each of those steps
-  (SAME_SYSCALLS below), in plain ctypes, arguments worked out beforehand, no
-  bookkeeping; it reads the mount id (and, for open, the inode) out of each
-  statx answer and compares it, as a hand-written C loop would:
-    move-aside: openat2(from, O_PATH), statx(fd), move_mount(fd -> yard fd + slot), statx(yard fd + slot)
-    open:       openat2(path, O_RDONLY), statx(fd)
+- floor: the plan's move-aside / open / move-back steps as the fewest raw calls that do them,
+  with no checking at all: move_mount(2) path to path through ctypes, open(2), move_mount(2)
+  back. The least any tool could spend.
+- same syscalls: the very syscalls the executor issues for each of those steps (SAME_SYSCALLS
+  below), in plain ctypes, arguments worked out beforehand, no bookkeeping; it reads the mount
+  id (and, for open, the device and inode) out of each statx answer and compares it, as a
+  hand-written C loop would:
+    move-aside: openat2(from, O_PATH), statx(fd), move_mount(fd -> yard fd + slot), close(fd),
+                statx(yard fd + slot)
+    open:       openat2(path, O_RDONLY), statx(fd), fcntl(F_GETFL), close(fd)
     move-back:  openat2(from, O_PATH), statx(fd), openat2(to, O_PATH), move_mount(fd -> fd),
-                close(to fd), close(from fd), close(the move-aside's fd), statx(to)
-- executor: planner.execute.Executor.run_step on the same steps (yard-create,
-  which makes the slot directories, and yard-remove timed apart), with all its
-  checking and its journal.
+                close(to fd), close(from fd), statx(to)
+- executor: planner.execute.Executor.run_step on the same steps (yard-create, which makes the
+  slot directories, and yard-remove timed apart), with all its checking and its journal.
 
-Before timing, one untimed executor pass records, step by step, the syscalls it
-makes (its kernel.* and os.* calls); the bench stops with an error if they are
-not exactly SAME_SYSCALLS, so the same-syscalls loop cannot drift from what the
-executor does.
+Before timing, one untimed executor pass records, step by step, the syscalls it makes (its
+kernel.*, os.* and fcntl calls); the bench stops with an error if they are not exactly
+SAME_SYSCALLS, so the same-syscalls loop cannot drift from what the executor does.
 
-overhead = executor / same syscalls: what the executor's own Python adds to the
-syscalls it needs (the 1.5x target applies to this). exec/floor = executor /
-floor: that plus the price of verifying every move and target with the
-kernel's own answers. Both over the move-aside, open and move-back steps, best
-run of each. The bare loops get the yard and its slots made beforehand,
-untimed. A full `run_plan` (replica snapshots before and after, tree
-comparison, yard check) is timed once as well.
+overhead = executor / same syscalls: what the executor's own Python adds to the syscalls it
+needs (the 1.5x target applies to this). exec/floor = executor / floor: that plus the price of
+verifying every move and target with the kernel's own answers. Both over the move-aside, open
+and move-back steps, best run of each. The bare loops get the yard and its slots made
+beforehand, untimed. A full `run_plan` (replica snapshots before and after, tree comparison,
+yard check) is timed once as well: µs per step of the whole run.
 
-The host's mount namespace is never touched: every mount call here runs in the
-child, which also checks that its mount namespace is not its parent's.
+The host's mount namespace is never touched: every mount call here runs in the child, which
+also checks that its mount namespace is not its parent's.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import resource
 import struct
@@ -57,12 +57,15 @@ from planner.targets import Target
 from planner.tree import MountTree
 
 MOVE_OPS = ("move-aside", "open", "move-back")
+SIZES = (1_000, 10_000, 20_000)  # mounts
+HIDDEN = 0.10  # share of mounts holding a hidden target
+NOFILE = 1024  # RLIMIT_NOFILE, soft and hard, in the namespace child
 
 # What the executor does per step, syscall by syscall (checked against it before every measurement).
 SAME_SYSCALLS: dict[str, tuple[str, ...]] = {
-    "move-aside": ("openat2", "statx", "move_mount", "statx"),
-    "open": ("openat2", "statx"),
-    "move-back": ("openat2", "statx", "openat2", "move_mount", "close", "close", "close", "statx"),
+    "move-aside": ("openat2", "statx", "move_mount", "close", "statx"),
+    "open": ("openat2", "statx", "fcntl", "close"),
+    "move-back": ("openat2", "statx", "openat2", "move_mount", "close", "close", "statx"),
 }
 FLOOR_SYSCALLS: dict[str, tuple[str, ...]] = {
     "move-aside": ("move_mount",),
@@ -98,11 +101,12 @@ _STATX_FIELDS = struct.Struct("<I24xH2xQ96xIIQ")  # mask, mode, ino, dev major, 
 
 @dataclass
 class ExecRow:
-    hidden_targets: int
     mounts: int
+    hidden_targets: int
     steps: int
     moves: int
     reps: int
+    nofile: tuple[int, int]  # RLIMIT_NOFILE (soft, hard) the replica was built and run under
     replica_s: float
     bare_us: dict[str, float]  # floor, per op: mean µs per step in its best run
     same_us: dict[str, float]  # same syscalls as the executor, per op
@@ -114,14 +118,23 @@ class ExecRow:
     vs_floor: float  # exec / floor
     same_vs_floor: float  # same syscalls / floor: the price of the checks themselves
     yard_us: float  # executor yard-create (slot directories included) + yard-remove, best run
-    exec_with_yard_per_step_us: float  # executor per step with the yard's cost spread over the steps
-    full_run_per_step_us: float  # run_plan, verification included, per plan step
+    full_run_s: float  # run_plan, verification included
     full_run_ok: bool
     counts: dict[str, int] = field(default_factory=dict)
     syscalls: dict[str, list[str]] = field(default_factory=dict)  # what the executor issues per step, by op
+    growth: dict[str, float | None] = field(default_factory=dict)  # replica / run time here over the next size down
+
+    @property
+    def replica_us_per_mount(self) -> float:
+        return self.replica_s / self.mounts * 1e6
+
+    @property
+    def run_us_per_step(self) -> float:
+        return self.full_run_s / self.steps * 1e6
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "replica_us_per_mount": self.replica_us_per_mount,
+                "run_us_per_step": self.run_us_per_step}
 
 
 # --- the floor ---------------------------------------------------------------------------------
@@ -205,7 +218,7 @@ def _same_program(steps: list[dict[str, Any]], replica: Any) -> list[tuple[Any, 
             program.append((op, rel(step["from"]), live, os.fsencode(step["to"].rpartition("/")[2]), None))
         elif op == "open":
             obj = replica.objects[step["target"]]
-            program.append((op, rel(step["path"]), replica.dump_to_live[obj.mount], obj.ino, None))
+            program.append((op, rel(step["path"]), replica.dump_to_live[obj.mount], obj.ino, obj.dev))
         elif op == "move-back":
             live = replica.dump_to_live[step["mount"]]
             program.append((op, rel(step["from"]), live, rel(step["to"]), None))
@@ -230,36 +243,37 @@ def _same_run(program: list[tuple[Any, ...]], yard: str, slots: list[str]) -> di
     f_empty = kernel.MOVE_MOUNT_F_EMPTY_PATH
     both_empty = kernel.MOVE_MOUNT_F_EMPTY_PATH | kernel.MOVE_MOUNT_T_EMPTY_PATH
     sys_openat2, sys_statx, sys_move = kernel.SYS_OPENAT2, kernel.SYS_STATX, kernel.SYS_MOVE_MOUNT
-    close = os.close
+    close, getfl, f_getfl = os.close, fcntl.fcntl, fcntl.F_GETFL
     clock = time.perf_counter
-    kept: list[int] = []
-    aside: dict[int, int] = {}  # live mount id -> the fd its move-aside resolved
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         with _yard(yard, slots) as yfd:
-            for op, path, live, other, _ in program:
+            for op, path, live, other, dev in program:
                 start = clock()
                 if op == "open":
                     fd = _openat2(sys_openat2, root, path, how_open, size)
                     if fd < 0:
                         raise _fail("openat2")
-                    kept.append(fd)
                     if _statx(sys_statx, fd, b"", fd_only, _STATX_MASK, buf) < 0:
                         raise _fail("statx")
                     answer = unpack(buf)
-                    if answer[5] != live or answer[2] != other:
+                    held = getfl(fd, f_getfl)
+                    close(fd)
+                    if answer[5] != live or answer[2] != other or os.makedev(answer[3], answer[4]) != dev:
                         raise AssertionError(f"open {path!r}: mount {answer[5]} ino {answer[2]}")
+                    if held & os.O_ACCMODE != os.O_RDONLY:
+                        raise AssertionError(f"open {path!r}: flags {held:#o}")
                 elif op == "move-aside":
                     fd = _openat2(sys_openat2, root, path, how_path, size)
                     if fd < 0:
                         raise _fail("openat2")
-                    aside[live] = fd
                     if _statx(sys_statx, fd, b"", fd_only, _STATX_MASK, buf) < 0:
                         raise _fail("statx")
                     if unpack(buf)[5] != live:
                         raise AssertionError(f"{path!r} is not mount {live}")
                     if _move_mount(sys_move, fd, b"", yfd, other, f_empty) < 0:
                         raise _fail("move_mount")
+                    close(fd)
                     if _statx(sys_statx, yfd, other, by_path, _STATX_MASK, buf) < 0:
                         raise _fail("statx")
                     if unpack(buf)[5] != live:
@@ -279,17 +293,12 @@ def _same_run(program: list[tuple[Any, ...]], yard: str, slots: list[str]) -> di
                         raise _fail("move_mount")
                     close(to)
                     close(fd)
-                    close(aside.pop(live))
                     if _statx(sys_statx, root, other, by_path, _STATX_MASK, buf) < 0:
                         raise _fail("statx")
                     if unpack(buf)[5] != live:
                         raise AssertionError(f"{other!r} is not mount {live}")
                 spent[op] += clock() - start
     finally:
-        for held in kept:
-            os.close(held)
-        for held in aside.values():
-            os.close(held)
         os.close(root)
     return spent
 
@@ -313,9 +322,6 @@ def _executor_run(replica: Any, targets: list[Target], steps: list[dict[str, Any
         if wrong or len(ex.results) != len(targets):
             raise AssertionError(f"executor reached {len(ex.results) - len(wrong)} of {len(targets)} targets")
     finally:
-        for held in ex.kept:
-            if isinstance(held, int):
-                os.close(held)
         os.close(ex.root_fd)
     return spent
 
@@ -335,6 +341,7 @@ _TRACED_KERNEL = {
     "new_tmpfs": "fsmount",
 }
 _TRACED_OS = ("close", "open", "mkdir", "rmdir", "unlink", "fstat", "stat", "lstat", "listdir", "dup", "fchdir")
+_TRACED_FCNTL = ("fcntl",)
 
 
 def _executor_syscalls(replica: Any, targets: list[Target], steps: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -365,6 +372,8 @@ def _executor_syscalls(replica: Any, targets: list[Target], steps: list[dict[str
         traced(kernel, attr, name)
     for attr in _TRACED_OS:
         traced(os, attr, attr)
+    for attr in _TRACED_FCNTL:
+        traced(fcntl, attr, attr)
     per_op: dict[str, list[str]] = {}
     try:
         from planner.execute import Executor
@@ -382,9 +391,6 @@ def _executor_syscalls(replica: Any, targets: list[Target], steps: list[dict[str
                     raise AssertionError(f"{op} steps differ: {per_op[op]} and, at step {index}, {seen}")
                 per_op[op] = list(seen)
         finally:
-            for held in ex.kept:
-                if isinstance(held, int):
-                    os.close(held)
             os.close(ex.root_fd)
     finally:
         for module, attr, real in reversed(saved):
@@ -405,14 +411,14 @@ def _in_namespace(parent_ns: str, mounts: list[Mount], targets: list[Target], st
     """Runs in the namespace child (kernel.run_in_namespace has unshared and made / rprivate)."""
     if os.readlink("/proc/self/ns/mnt") == parent_ns:
         raise RuntimeError("refusing to mount: this process is still in its parent's mount namespace")
-    from planner.execute import run_plan
+    from planner.execute import _named_by_handle, run_plan
     from planner.replica import build_replica
 
-    # The replica keeps a handle per mount; a few thousand mounts need more than 1024 fds.
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # `ulimit -n 1024`, soft and hard: the replica and the executor must keep their fds bounded.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
     start = time.perf_counter()
-    replica = build_replica(mounts, targets)
+    replica = build_replica(mounts, targets, handles_for=_named_by_handle(mounts, steps))
     replica_s = time.perf_counter() - start
 
     yard = next(s["path"] for s in steps if s["op"] == "yard-create")
@@ -435,13 +441,12 @@ def _in_namespace(parent_ns: str, mounts: list[Mount], targets: list[Target], st
     report, _ = run_plan(replica, targets, steps)
     full_s = time.perf_counter() - start
     return {"replica_s": replica_s, "bare": best["bare"], "same": best["same"], "exec": best["exec"],
-            "full_s": full_s, "full_ok": report["ok"], "failed_step": report["failed_step"], "syscalls": syscalls}
+            "full_s": full_s, "full_ok": report["ok"], "failed_step": report["failed_step"], "syscalls": syscalls,
+            "nofile": nofile}
 
 
-def measure(hidden_targets: int, reps: int) -> ExecRow:
-    # A quarter of the mounts hold a target: the replica keeps a few fds per mount, and the
-    # fd limit here (20000) caps it at a few thousand mounts.
-    host = generate(4 * hidden_targets, 0.25, propagation="private")
+def measure(mounts_wanted: int, reps: int) -> ExecRow:
+    host = generate(mounts_wanted, HIDDEN, propagation="private")
     # Every target an open, so that the bare loops do what the executor does.
     targets = [Target(t.id, "open", t.mount, t.path) for t in host.targets]
     mounts = mountinfo.parse(host.mountinfo, "<generated>")
@@ -461,11 +466,12 @@ def measure(hidden_targets: int, reps: int) -> ExecRow:
     exec_total = sum(done[op] for op in MOVE_OPS)
     yard_s = done.get("yard-create", 0.0) + done.get("yard-remove", 0.0)
     return ExecRow(
-        hidden_targets=len(targets),
         mounts=host.mounts,
+        hidden_targets=len(targets),
         steps=len(steps),
         moves=plan.moves,
         reps=reps,
+        nofile=tuple(got["nofile"]),  # type: ignore[arg-type]
         replica_s=got["replica_s"],
         bare_us={op: bare[op] / counts[op] * 1e6 for op in MOVE_OPS},
         same_us={op: same[op] / counts[op] * 1e6 for op in MOVE_OPS},
@@ -477,12 +483,18 @@ def measure(hidden_targets: int, reps: int) -> ExecRow:
         vs_floor=exec_total / bare_total,
         same_vs_floor=same_total / bare_total,
         yard_us=yard_s * 1e6,
-        exec_with_yard_per_step_us=(exec_total + yard_s) / n_moves * 1e6,
-        full_run_per_step_us=got["full_s"] / len(steps) * 1e6,
+        full_run_s=got["full_s"],
         full_run_ok=got["full_ok"],
         counts=counts,
         syscalls=got["syscalls"],
     )
+
+
+def add_growth(rows: list[ExecRow]) -> None:
+    """Replica build and full run time here over the size before (x10 mounts: 10 is linear)."""
+    for smaller, row in zip(rows, rows[1:]):
+        row.growth = {"mounts_factor": row.mounts / smaller.mounts, "replica": row.replica_s / smaller.replica_s,
+                      "run": row.full_run_s / smaller.full_run_s}
 
 
 def run(sizes: tuple[int, ...], log: Callable[[str], None]) -> tuple[list[ExecRow], str | None]:
@@ -491,9 +503,9 @@ def run(sizes: tuple[int, ...], log: Callable[[str], None]) -> tuple[list[ExecRo
     if not able:
         return [], why
     rows = []
-    for hidden in sizes:
-        # A run of the small plans lasts well under a millisecond: more of them for a stable best.
-        reps = 25 if hidden <= 10 else 15 if hidden <= 100 else 9
-        log(f"  executor: {hidden} hidden targets ({reps} runs each: floor, same syscalls, executor) ...")
-        rows.append(measure(hidden, reps))
+    for mounts in sizes:
+        reps = 7 if mounts <= 1_000 else 3
+        log(f"  executor: {mounts:,} mounts, ulimit -n {NOFILE} ({reps} runs each: floor, same syscalls, executor)")
+        rows.append(measure(mounts, reps))
+    add_growth(rows)
     return rows, None

@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from planner.dump import read_limited
+from planner.dump import json_element_lines
 from planner.errors import DumpError
 from planner.mountinfo import Mount, render_line
 from planner.targets import file_type_of
@@ -213,34 +214,6 @@ class _Image:
         return DumpError(self.source, self.line(index), f"entry {index}: {reason}")
 
 
-def _entry_lines(text: str) -> list[int | None]:
-    """Line of each '{' that opens an element of the "entries" array (depth 2 of crit's output)."""
-    lines: list[int | None] = []
-    stack: list[str] = []
-    line = 1
-    in_string = escaped = False
-    for ch in text:
-        if ch == "\n":
-            line += 1
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-            continue
-        if ch == '"':
-            in_string = True
-        elif ch in "{[":
-            if ch == "{" and stack == ["{", "["]:
-                lines.append(line)
-            stack.append(ch)
-        elif ch in "}]" and stack:
-            stack.pop()
-    return lines
-
-
 def _load(source: str, text: str, kind: str) -> _Image:
     try:
         doc = json.loads(text)
@@ -255,7 +228,8 @@ def _load(source: str, text: str, kind: str) -> _Image:
     entries = doc.get("entries")
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise DumpError(source, 1, "'entries' must be a list of objects")
-    return _Image(source, entries, _entry_lines(text))
+    # Where each entry's '{' is: errors name that line.
+    return _Image(source, entries, list(json_element_lines(text, "entries", named_by=None)))
 
 
 def _read(path: str, kind: str) -> _Image:

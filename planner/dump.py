@@ -84,8 +84,11 @@ class LineCounter:
         return self.line
 
 
-def json_element_lines(text: str, key: str) -> list[int]:
-    """The line of each element of the array under `"key":` (empty when not found)."""
+def json_element_lines(text: str, key: str, named_by: str | None = "id") -> list[int]:
+    """The line of each element of the array under `"key":` (empty when not found): where the
+    element starts, or for an object the line of its `named_by` key, the line people look for.
+
+    The elements are read by the JSON decoder itself (in C) and each newline is counted once."""
     found = re.search(rf'"{key}"\s*:\s*\[', text)
     if found is None:
         return []
@@ -102,8 +105,7 @@ def json_element_lines(text: str, key: str) -> list[int]:
             _, end = decoder.raw_decode(text, at)
         except ValueError:
             return lines
-        # An object is named by the line of its "id", the line people look for.
-        named = text.find('"id"', at, end) if text[at] == "{" else -1
+        named = text.find(f'"{named_by}"', at, end) if named_by is not None and text[at] == "{" else -1
         lines.append(counter.line_of(named if named >= 0 else at))
         at = end
 

@@ -622,11 +622,12 @@ class Executor:
         dump's, or a stand-in's where the replica could not make the real thing);
         type_problem: anything else about the object that is wrong (access mode, device number).
         """
-        if got_mode is not None and type_problem is None:
+        got_type = None if got_mode is None else _type_name(got_mode)
+        if got_type is not None and type_problem is None:
             # The dump's type, unless a stand-in had to take its place; then the stand-in's.
             want = _type_name(obj.mode) if obj.stand_in or obj.file_type is None else obj.file_type
-            if _type_name(got_mode) != want:
-                type_problem = f"reached a {_type_name(got_mode)}, the dump has a {want}"
+            if got_type != want:
+                type_problem = f"reached a {got_type}, the dump has a {want}"
         ok = got == obj.mount and inode_ok and type_problem is None
         self.results[obj.id] = {
             "id": obj.id,
@@ -637,7 +638,7 @@ class Executor:
             "ok": ok,
             "step": index,
             "detail": detail,
-            "file_type": _type_name(got_mode) if got_mode is not None else None,
+            "file_type": got_type,
             "type_ok": type_problem is None,
             "stand_in": obj.stand_in,
         }
@@ -678,8 +679,7 @@ class Executor:
             held = fcntl.fcntl(fd, fcntl.F_GETFL)
             if flags & os.O_PATH == 0 and held & os.O_ACCMODE != flags & os.O_ACCMODE:
                 problem = f"opened {_access_name(held)}, the dump held it {obj.access}"
-            rdev = os.fstat(fd).st_rdev
-            if made in (stat.S_IFCHR, stat.S_IFBLK) and rdev != obj.rdev:
+            if made in (stat.S_IFCHR, stat.S_IFBLK) and (rdev := os.fstat(fd).st_rdev) != obj.rdev:
                 problem = f"device {_dev_text(rdev)}, the replica made {_dev_text(obj.rdev)}"
         finally:
             # Verified, it is closed: a restored process holds its own, and the executor keeps no

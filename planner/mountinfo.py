@@ -112,8 +112,13 @@ def unescape(text: str, what: str, source: str, line_no: int) -> str:
     return _ESCAPE.sub(one, text)
 
 
+_MANGLE = str.maketrans(_MANGLED)
+
+
 def escape(text: str) -> str:
-    return "".join(_MANGLED.get(ch, ch) for ch in text)
+    if " " in text or "\t" in text or "\n" in text or "\\" in text:  # rare: a scan each, in C
+        return text.translate(_MANGLE)
+    return text
 
 
 def _int_field(text: str, what: str, source: str, line_no: int) -> int:
