@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import itertools
 import os
 import resource
 import struct
@@ -492,7 +493,7 @@ def measure(mounts_wanted: int, reps: int) -> ExecRow:
 
 def add_growth(rows: list[ExecRow]) -> None:
     """Replica build and full run time here over the size before (x10 mounts: 10 is linear)."""
-    for smaller, row in zip(rows, rows[1:]):
+    for smaller, row in itertools.pairwise(rows):
         row.growth = {"mounts_factor": row.mounts / smaller.mounts, "replica": row.replica_s / smaller.replica_s,
                       "run": row.full_run_s / smaller.full_run_s}
 

@@ -10,6 +10,7 @@ from planner.aliases import same_file, visible_alias
 from planner.errors import TargetError
 from planner.mountinfo import Mount
 from planner.paths import is_clean, is_under, prefixes, unusable
+from planner.progress import Progress, every, quiet
 from planner.targets import KINDS, Target
 from planner.tree import MountTree
 
@@ -58,7 +59,13 @@ class Analysis:
         Worked out on first use: it walks to every mount of the tree, which
         planning does not need (a plan only follows the targets' chains).
         """
-        through = path_covers(self.tree)
+        return self.find_hidden()
+
+    def find_hidden(self, progress: Progress = quiet) -> dict[int, tuple[Cover, ...]]:
+        """mount_covers, worked out now (and kept for the property), progress heard as it goes."""
+        if "mount_covers" in self.__dict__:
+            return self.__dict__["mount_covers"]  # type: ignore[no-any-return]
+        through = path_covers(self.tree, progress)
         stacked = self.tree.children_at
         out = {}
         for mount in self.tree.mounts:
@@ -67,6 +74,7 @@ class Analysis:
                 covers += tuple(level_covers(self.tree, mount, mount.mountpoint, None))
             if covers:
                 out[mount.mount_id] = covers
+        self.__dict__["mount_covers"] = out
         return out
 
     @cached_property
@@ -129,11 +137,16 @@ def _add_through(tree: MountTree, mount: Mount, covers: dict[int, tuple[Cover, .
     covers[mount.mount_id] = covers[parent.mount_id] + tuple(own) if own else covers[parent.mount_id]
 
 
-def path_covers(tree: MountTree) -> dict[int, tuple[Cover, ...]]:
+def path_covers(tree: MountTree, progress: Progress = quiet) -> dict[int, tuple[Cover, ...]]:
     """For each mount, the covers met on the walk from the root to its mountpoint (its root stack excluded)."""
     covers: dict[int, tuple[Cover, ...]] = {tree.root.mount_id: ()}
-    for mount in tree.top_down[1:]:
+    total = len(tree.top_down)
+    every_so_often = every(total)
+    for done, mount in enumerate(tree.top_down[1:], 1):
+        if done % every_so_often == 0:
+            progress("finding hidden mounts", done, total)
         _add_through(tree, mount, covers)
+    progress("finding hidden mounts", total, total)
     return covers
 
 

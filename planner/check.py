@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from planner.aliases import is_alias, target_place
 from planner.paths import is_clean, relative
+from planner.progress import Progress, every, quiet
 from planner.simulate import Landing, Namespace, SimError
 from planner.steps import TARGET_OPS, Step
 from planner.targets import Target
@@ -356,7 +357,8 @@ def _describe(step: Step) -> str:
 
 
 def check_plan(
-    tree: MountTree, targets: list[Target] | tuple[Target, ...], steps: list[Step], locked: frozenset[int] = frozenset()
+    tree: MountTree, targets: list[Target] | tuple[Target, ...], steps: list[Step], locked: frozenset[int] = frozenset(),
+    progress: Progress = quiet,
 ) -> list[str]:
     """Every problem with the plan, or [] when it reaches every target and restores the tree.
 
@@ -364,12 +366,16 @@ def check_plan(
     """
     session = new_session(tree, targets, locked, steps)
     problems: list[str] = []
+    every_so_often = every(len(steps))
     for index, step in enumerate(steps):
+        if index % every_so_often == 0:
+            progress("checking the plan", index, len(steps))
         try:
             apply_step(session, step)
         except SimError as err:
             problems.append(f"step {index} ({_describe(step)}): {err}")
             return problems
+    progress("checking the plan", len(steps), len(steps))
     return final_problems(session, None, targets)
 
 

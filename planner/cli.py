@@ -27,6 +27,7 @@ from planner.errors import DumpError, InputError, PlannerError, PlanRejected
 from planner.output import write_output
 from planner.paths import is_clean, unusable
 from planner.plan import DEFAULT_YARD, make_plan
+from planner.progress import on_stderr, quiet
 from planner.steps import FORMAT, Step, step_from_json
 from planner.tree import MountTree
 
@@ -247,12 +248,14 @@ def analyze_cmd(dump_path: str, targets: tuple[str, ...], show_all: bool, as_jso
     Prints the mount tree as findmnt does; each hidden mount and target says
     which mounts cover it, and the last line how few mounts a plan must move.
     """
-    dump = load(dump_path, targets)
+    progress = on_stderr()
+    dump = load(dump_path, targets, progress)
     analysis = analyze(_tree(dump), dump.targets)
+    analysis.find_hidden(progress)
     if as_json:
         _echo_json(render.analysis_json(analysis))
     else:
-        _echo(render.analysis_text(analysis, show_all=show_all, style=_table_style()))
+        _echo(render.analysis_text(analysis, show_all=show_all, style=_table_style(), progress=progress))
 
 
 @cli.command(cls=_Command,
@@ -280,8 +283,9 @@ def plan(dump_path: str, targets: tuple[str, ...], fmt: str, yard: str | None, k
     move. The JSON keeps every step; text and shell list the hidden targets
     and summarise the rest unless --all is given.
     """
-    dump = load(dump_path, targets)
-    result = make_plan(_tree(dump), dump.targets, yard=yard, kernel=kernel, locked=dump.locked_mounts)
+    progress = on_stderr()
+    dump = load(dump_path, targets, progress)
+    result = make_plan(_tree(dump), dump.targets, yard=yard, kernel=kernel, locked=dump.locked_mounts, progress=progress)
     if fmt == "json":
         _emit(json.dumps(render.plan_json(result), indent=2) + "\n", output)
     elif fmt == "shell":
@@ -309,11 +313,12 @@ def check(dump_path: str, plan_path: str, targets: tuple[str, ...]) -> None:
     DUMP's tree: each move takes the mount it names and the kernel would allow
     it, each target step reaches its own mount, and the tree ends as it began.
     """
-    dump = load(dump_path, targets)
+    progress = on_stderr()
+    dump = load(dump_path, targets, progress)
     steps = load_plan(plan_path)
     tree = _tree(dump)
     analyze(tree, dump.targets)  # the targets themselves must make sense first (exit 2 if not)
-    problems = check_plan(tree, dump.targets, steps, dump.locked_mounts)
+    problems = check_plan(tree, dump.targets, steps, dump.locked_mounts, progress)
     if problems:
         raise PlanRejected(problems)
     moves = sum(1 for s in steps if s.op == "move-aside")
@@ -345,20 +350,24 @@ def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: s
 
     if plan_path is not None and yard is not None:
         raise click.UsageError("--yard plans afresh; a --plan brings its own yard")
-    dump = load(dump_path, targets)
+    progress = on_stderr()
+    dump = load(dump_path, targets, progress)
     tree = _tree(dump)
     if plan_path is not None:
         steps = load_plan(plan_path)
         in_view = {f.target.id for f in analyze(tree, dump.targets).targets if not f.hidden}
-        problems = check_plan(tree, dump.targets, steps, dump.locked_mounts)
+        problems = check_plan(tree, dump.targets, steps, dump.locked_mounts, progress)
         if problems:
             raise PlanRejected(problems)
     else:
-        plan = make_plan(tree, dump.targets, yard=yard, kernel=_running_kernel(), locked=dump.locked_mounts)
+        plan = make_plan(tree, dump.targets, yard=yard, kernel=_running_kernel(), locked=dump.locked_mounts,
+                         progress=progress)
         steps = list(plan.steps)
         in_view = {t.id for t in dump.targets} - plan.hidden
+    # The namespace child draws its own progress (the replica, the steps) on the same standard error.
     report: dict[str, Any] = execute.execute(
-        list(dump.mounts), list(dump.targets), [s.as_json() for s in steps], file_mounts=dump.file_mounts
+        list(dump.mounts), list(dump.targets), [s.as_json() for s in steps], file_mounts=dump.file_mounts,
+        show_progress=progress is not quiet,
     )
     if as_json:
         click.echo(json.dumps(report, indent=2))

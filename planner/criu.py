@@ -58,10 +58,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from planner.dump import read_limited
-from planner.dump import json_element_lines
+from planner.dump import json_element_lines, read_limited
 from planner.errors import DumpError
 from planner.mountinfo import Mount, render_line
+from planner.progress import Progress, every, quiet
 from planner.targets import file_type_of
 
 # How to turn a CRIU dump directory's images into what we read, and where crit comes from.
@@ -460,8 +460,15 @@ def _order_mounts(image: _Image, mounts: list[Mount]) -> list[Mount]:
     return out
 
 
-def mounts_from_image(image: _Image, notes: list[str]) -> list[Mount]:
-    mounts = [_mount_from_entry(image, i, e, notes) for i, e in enumerate(image.entries)]
+def mounts_from_image(image: _Image, notes: list[str], progress: Progress = quiet) -> list[Mount]:
+    total = len(image.entries)
+    every_so_often = every(total)
+    mounts = []
+    for index, entry in enumerate(image.entries):
+        if index % every_so_often == 0:
+            progress("reading the CRIU mount table", index, total)
+        mounts.append(_mount_from_entry(image, index, entry, notes))
+    progress("reading the CRIU mount table", total, total)
     if not mounts:
         raise DumpError(image.source, None, "no mount entries")
     return _order_mounts(image, mounts)
@@ -782,13 +789,13 @@ def _from_paths(paths: dict[str, str]) -> tuple[_Image, _Image | None, list[_Tas
     return _read(paths["mountpoints"], "mountpoints"), opt("files"), [task], []
 
 
-def dump_from_crit(paths: dict[str, str] | str | os.PathLike[str]) -> dict[str, Any]:
+def dump_from_crit(paths: dict[str, str] | str | os.PathLike[str], progress: Progress = quiet) -> dict[str, Any]:
     """An overmount-dump/1 dict from crit-decoded JSON images (a directory, or paths by kind)."""
     if isinstance(paths, dict):
         mnt_image, files_image, tasks, notes = _from_paths(paths)
     else:
         mnt_image, files_image, tasks, notes = _from_dir(os.fspath(paths))
-    mounts = mounts_from_image(mnt_image, notes)
+    mounts = mounts_from_image(mnt_image, notes, progress)
     col = _Collector(mounts={m.mount_id: m for m in mounts}, notes=notes)
     files = _Files.from_image(files_image) if files_image is not None else None
     for task in tasks:

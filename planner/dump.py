@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 from planner import limits, mountinfo
 from planner.errors import DumpError, TargetError
 from planner.mountinfo import Mount
+from planner.progress import Progress, quiet
 from planner.targets import ACCESS_MODES, FILE_TYPES, KINDS, Target, object_problem
 
 DUMP_FORMAT = "overmount-dump/1"
@@ -216,7 +217,7 @@ def _mountinfo_text(raw: object, source: str, line: int | None) -> str:
     return raw
 
 
-def from_json(data: dict[str, Any], source: str, text: str) -> Dump:
+def from_json(data: dict[str, Any], source: str, text: str, progress: Progress = quiet) -> Dump:
     if data.get("format") != DUMP_FORMAT:
         hint = ""
         if data.get("format") == "overmount-plan/1":  # the arguments swapped, or a plan for a dump
@@ -226,13 +227,13 @@ def from_json(data: dict[str, Any], source: str, text: str) -> Dump:
     info = _mountinfo_text(data.get("mountinfo"), source, key_line(text, "mountinfo"))
     # The embedded table's own line numbers name its lines, for parse and tree errors alike.
     table = f"{source} (mountinfo)"
-    mounts = tuple(mountinfo.parse(info, table))
+    mounts = tuple(mountinfo.parse(info, table, progress=progress))
     targets = _targets(data.get("targets", []), source, text, list(json_element_lines(text, "targets")))
     return Dump(source, info, mounts, targets, _mount_ids(data, "file_mounts", source, text),
                 _mount_ids(data, "locked_mounts", source, text), table_source=table)
 
 
-def from_toml(text: str, source: str) -> Dump:
+def from_toml(text: str, source: str, progress: Progress = quiet) -> Dump:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -246,7 +247,7 @@ def from_toml(text: str, source: str) -> Dump:
     info = _mountinfo_text(data.get("mountinfo"), source, start)
     # A multi-line TOML string starting right after `mountinfo = """` begins on the next line.
     first = (start or 0) + 1
-    mounts = tuple(mountinfo.parse(info, source, first))
+    mounts = tuple(mountinfo.parse(info, source, first, progress))
     raw_targets = data.get("targets", [])
     lines = _toml_target_lines(text) if isinstance(raw_targets, list) else []
     targets = _targets(raw_targets, source, text, lines, "an array of tables ([[targets]])")
@@ -308,12 +309,14 @@ def _from_crit_mountpoints(text: str, source: str, path: str) -> Dump:
         return from_json(criu.dump_from_crit({"mountpoints": copy}), source, text)
 
 
-def load(path: str, target_options: tuple[str, ...] | list[str] = ()) -> Dump:
-    """Read any supported dump; --target options add targets (ids t1, t2, ... after the dump's)."""
+def load(path: str, target_options: tuple[str, ...] | list[str] = (), progress: Progress = quiet) -> Dump:
+    """Read any supported dump; --target options add targets (ids t1, t2, ... after the dump's).
+
+    progress hears how far the mount table is read."""
     if path != "-" and os.path.isdir(path):
         from planner import criu
 
-        dump = from_json(criu.dump_from_crit(path), path, "")
+        dump = from_json(criu.dump_from_crit(path, progress), path, "", progress)
     else:
         source, data = read_input(path)
         if source.endswith(".img") and not data.isascii():
@@ -326,7 +329,7 @@ def load(path: str, target_options: tuple[str, ...] | list[str] = ()) -> Dump:
             raise DumpError(source, line_of(text, "\0"), "NUL byte in input")
         stripped = text.lstrip()
         if source.endswith(".toml") or (path == "-" and _looks_like_toml(text)):
-            dump = from_toml(text, source)
+            dump = from_toml(text, source, progress)
         elif stripped.startswith("{"):
             data_json = load_json(text, source)
             if not isinstance(data_json, dict):
@@ -334,9 +337,9 @@ def load(path: str, target_options: tuple[str, ...] | list[str] = ()) -> Dump:
             if data_json.get("magic") == "MNTS":
                 dump = _from_crit_mountpoints(text, source, path)
             else:
-                dump = from_json(data_json, source, text)
+                dump = from_json(data_json, source, text, progress)
         else:
-            mounts = tuple(mountinfo.parse(text, source))
+            mounts = tuple(mountinfo.parse(text, source, progress=progress))
             dump = Dump(source, text, mounts, ())
     if target_options:
         taken = {t.id for t in dump.targets}

@@ -48,6 +48,7 @@ from typing import Any
 from planner import kernel
 from planner.mountinfo import Mount
 from planner.paths import from_root, is_clean
+from planner.progress import Progress, every, on_stderr, quiet
 from planner.render import kinds_summary, plural, printable
 from planner.replica import (
     Key,
@@ -1039,7 +1040,7 @@ def _as_dict(step: object) -> dict[str, Any]:
 
 
 def run_plan(
-    replica: Replica, targets: Iterable[Target], steps: list[dict[str, Any]]
+    replica: Replica, targets: Iterable[Target], steps: list[dict[str, Any]], progress: Progress = quiet
 ) -> tuple[dict[str, Any], Executor]:
     """Run steps against a replica built in this namespace; the report, and the executor for probing."""
     targets = list(targets)
@@ -1049,7 +1050,10 @@ def run_plan(
     failed: dict[str, Any] | None = None
     unrestored: list[dict[str, object]] = []
     steps_run = 0
+    every_so_often = every(len(steps))
     for index, step in enumerate(steps):
+        if index % every_so_often == 0:
+            progress("running the plan", index, len(steps))
         try:
             ex.run_step(index, step)
         except Exception as exc:  # noqa: BLE001 - any failure of a step is reported and rolled back
@@ -1065,6 +1069,7 @@ def run_plan(
             }
             break
         steps_run += 1
+    progress("running the plan", len(steps), len(steps))
     rolled_back = False
     if failed is not None:
         unrestored = ex.rollback()
@@ -1140,12 +1145,17 @@ def execute_here(
     file_mounts: Collection[int] = frozenset(),
     scratch_dir: str | None = None,
     then: Callable[[Replica, Executor, dict[str, Any]], Any] | None = None,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
-    """Build the replica and run the plan in *this* process, which must already be in a throwaway namespace."""
+    """Build the replica and run the plan in *this* process, which must already be in a throwaway namespace.
+
+    show_progress: progress bars on this process's standard error, when that is a terminal."""
     plain = [_as_dict(s) for s in steps]
     kernel.raise_fd_limit()  # in this child only: a deep tree holds one fd per level while it is built
-    replica = build_replica(mounts, targets, scratch_dir, file_mounts, handles_for=_named_by_handle(mounts, plain))
-    report, ex = run_plan(replica, targets, plain)
+    progress = on_stderr() if show_progress else quiet
+    replica = build_replica(mounts, targets, scratch_dir, file_mounts, handles_for=_named_by_handle(mounts, plain),
+                            progress=progress)
+    report, ex = run_plan(replica, targets, plain, progress)
     if then is not None:
         report["then"] = then(replica, ex, report)
     return report
@@ -1159,11 +1169,13 @@ def execute(
     file_mounts: Collection[int] = (),
     user_ns: bool | None = None,
     scratch_dir: str | None = None,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Replica + plan + verification in a throwaway mount namespace; the report dict.
 
     user_ns: True to go through a user namespace even as root; None (default)
     does so only when not root. Raises ReplicaError when the dump cannot be built.
+    show_progress: the namespace child draws progress on standard error when it is a terminal.
     """
     plain_steps = [_as_dict(s) for s in steps]
     return kernel.run_in_namespace(
@@ -1173,6 +1185,8 @@ def execute(
         plain_steps,
         frozenset(file_mounts),
         scratch_dir,
+        None,
+        show_progress,
         user_ns=user_ns,
     )
 

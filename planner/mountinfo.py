@@ -9,6 +9,7 @@ from planner import limits
 from planner.bulk import collector_paused
 from planner.errors import MountinfoError
 from planner.paths import is_clean, unusable
+from planner.progress import Progress, quiet
 
 # The kernel escapes these four bytes in root, mountpoint and source (fs/proc_namespace.c mangle()).
 _MANGLED = {" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}
@@ -218,7 +219,8 @@ _PLAIN_LINE = re.compile(
 class _Reader:
     """Mounts of one table in file order, line numbers counted, repeated field texts kept once."""
 
-    def __init__(self, source: str, first_line: int) -> None:
+    def __init__(self, source: str, first_line: int, progress: Progress) -> None:
+        self.progress = progress
         self.source = source
         self.line_no = first_line
         self.mounts: list[Mount] = []
@@ -247,6 +249,8 @@ class _Reader:
             ))
             self.line_no += 1
             at = line.end() + 1
+            if not self.line_no & 0xFFF:
+                self.progress("reading the mount table", at, len(text))
         return at
 
     def careful(self, text: str, at: int) -> int:
@@ -266,7 +270,7 @@ class _Reader:
         raise MountinfoError(self.source, self.line_no, limits.MOUNTS.refusal(f"mount {self.limit + 1:,}"))
 
 
-def parse(text: str, source: str = "<mountinfo>", first_line: int = 1) -> list[Mount]:
+def parse(text: str, source: str = "<mountinfo>", first_line: int = 1, progress: Progress = quiet) -> list[Mount]:
     """Every mount of a mountinfo text, in file order; blank lines are skipped.
 
     Lines end at '\\n' only: a raw '\\r' is part of a path (the kernel does not escape it).
@@ -275,11 +279,12 @@ def parse(text: str, source: str = "<mountinfo>", first_line: int = 1) -> list[M
     costs a few times its size, not twenty-six. Plain lines (_PLAIN_LINE), most of any real
     table, are read from one regular expression's match: a 1e5-mount table in half the time.
     """
-    reader = _Reader(source, first_line)
+    reader = _Reader(source, first_line, progress)
     at = 0
     with collector_paused():
         while at < len(text):
             at = reader.careful(text, reader.plain(text, at))
+    progress("reading the mount table", len(text), len(text))
     return reader.mounts
 
 

@@ -19,6 +19,7 @@ from planner.bulk import collector_paused
 from planner.check import Session, apply_step, destination_now, final_problems, new_session, yard_unfit
 from planner.errors import PlanRefused
 from planner.paths import is_clean, is_under, join, relative
+from planner.progress import Progress, every, quiet
 from planner.simulate import SimError
 from planner.steps import Step
 from planner.targets import Target
@@ -549,6 +550,7 @@ def make_plan(
     yard: str | None = None,
     kernel: tuple[int, int] = (6, 18),
     locked: frozenset[int] = frozenset(),
+    progress: Progress = quiet,
 ) -> Plan:
     """The plan for `targets`, or PlanRefused saying why none the kernel would accept exists.
 
@@ -557,13 +559,15 @@ def make_plan(
 
     kernel: the kernel the plan is for (the CLI passes the running one); locked: mounts locked
     to their parent in a user namespace (the dump's locked_mounts), which no move may take.
+    progress hears how many targets are reached so far.
     """
     with collector_paused():
-        return _make_plan(tree, targets, yard, kernel, locked)
+        return _make_plan(tree, targets, yard, kernel, locked, progress)
 
 
 def _make_plan(
-    tree: MountTree, targets: list[Target] | tuple[Target, ...], yard: str | None, kernel: tuple[int, int], locked: frozenset[int]
+    tree: MountTree, targets: list[Target] | tuple[Target, ...], yard: str | None, kernel: tuple[int, int],
+    locked: frozenset[int], progress: Progress,
 ) -> Plan:
     if yard is not None and (not is_clean(yard) or yard == "/"):
         raise PlanRefused(f"yard {yard!r} must be an absolute clean path below /")
@@ -584,9 +588,14 @@ def _make_plan(
         planner.yard = planner.default_yard()
     planner.session.planned_yards.add(planner.yard)
     planner.check_yard()
-    for finding in plan_order(analysis):
+    total = len(analysis.targets)
+    every_so_often = every(total)
+    for done, finding in enumerate(plan_order(analysis)):
+        if done % every_so_often == 0:
+            progress("planning the targets", done, total)
         planner.reach(finding)
     planner.finish()
+    progress("planning the targets", total, total)
     in_view = {f.target.id: f.target for f in analysis.targets if not f.hidden}
     in_place = frozenset(
         s.target for s in planner.steps

@@ -13,11 +13,12 @@ the callable is made in the child (`on_stderr()` there), not passed to it.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import Any, TextIO
 
 Progress = Callable[[str, int, int], None]  # (what is being done, how far, out of how many)
 
@@ -40,7 +41,7 @@ def quiet(_what: str, _done: int, _total: int) -> None:
 class _Bars:
     """One click progress bar per kind of work, drawn on a terminal once the delay has passed."""
 
-    def __init__(self, stream: IO[str], after: float) -> None:
+    def __init__(self, stream: TextIO, after: float) -> None:
         self.stream = stream
         self.after = after
         self.what: str | None = None
@@ -57,18 +58,21 @@ class _Bars:
 
             self.bar = click.progressbar(length=max(total, 1), label=what, file=self.stream, show_pos=True,
                                          show_eta=total > 1, width=30)
-            self.bar.__enter__()
+            self.bar.__enter__()  # draws it, and hides the cursor
+            atexit.register(self.close)  # an error or Ctrl-C must not leave the cursor hidden
         self.bar.update(done - self.bar.pos)
         if done >= total:
             self.close()
 
     def close(self) -> None:
+        """Take the bar off the line it was drawn on (what follows needs that line), cursor back."""
         if self.bar is not None:
-            self.bar.__exit__(None, None, None)
             self.bar = None
+            self.stream.write("\r\x1b[K\x1b[?25h")
+            self.stream.flush()
 
 
-def on_stderr(stream: IO[str] | None = None) -> Progress:
+def on_stderr(stream: TextIO | None = None) -> Progress:
     """Progress bars on `stream` (standard error) when it is a terminal; otherwise `quiet`."""
     stream = stream if stream is not None else sys.stderr
     try:

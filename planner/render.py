@@ -11,6 +11,7 @@ from planner.analysis import Analysis, TargetFinding
 from planner.errors import PlanRefused
 from planner.mountinfo import Mount
 from planner.plan import Plan
+from planner.progress import Progress, every, quiet
 from planner.steps import FORMAT, TARGET_OPS, Step
 from planner.targets import KINDS
 
@@ -118,7 +119,8 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def analysis_text(analysis: Analysis, show_all: bool = False, style: TableStyle = TableStyle()) -> str:
+def analysis_text(analysis: Analysis, show_all: bool = False, style: TableStyle = TableStyle(),
+                  progress: Progress = quiet) -> str:
     """A findmnt-like tree; hidden mounts and targets say what covers them.
 
     Columns are as wide as their widest cell, so a long source does not push the others out of
@@ -145,8 +147,11 @@ def analysis_text(analysis: Analysis, show_all: bool = False, style: TableStyle 
 
     header = ("TARGET", "ID", "FSTYPE", "SOURCE", "PROPAGATION", "STATUS")
     cells = [header]
-    covered, depends = analysis.mount_covers, analysis.mount_unlisted
-    for lead, _below, mount in rows:
+    covered, depends = analysis.find_hidden(progress), analysis.mount_unlisted
+    every_so_often = every(len(rows))
+    for done, (lead, _below, mount) in enumerate(rows):
+        if done % every_so_often == 0:
+            progress("writing the tree", done, len(rows))
         covers = covered.get(mount.mount_id)
         status = f"HIDDEN, covered by {_ids(c.mount for c in covers)}" if covers else ""
         if depends and mount.mount_id in depends:
@@ -154,6 +159,7 @@ def analysis_text(analysis: Analysis, show_all: bool = False, style: TableStyle 
         name = lead + printable(mount.mountpoint) + (" (root deleted)" if mount.deleted else "")
         cells.append((name, str(mount.mount_id), printable(mount.fstype), printable(mount.source) or "-",
                       propagation(mount), status))
+    progress("writing the tree", len(rows), len(rows))
     columns = list(zip(*cells))
     widths = [max(map(len, column)) for column in columns[:-1]]
     if style.width is not None:

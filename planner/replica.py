@@ -40,6 +40,7 @@ from planner import kernel
 from planner.errors import DumpError, PlannerError
 from planner.mountinfo import Mount, parse
 from planner.paths import from_root, is_clean
+from planner.progress import Progress, every, quiet
 from planner.targets import Target
 from planner.tree import MountTree
 
@@ -570,6 +571,7 @@ def build_replica(
     scratch_dir: str | None = None,
     file_mounts: Collection[int] = frozenset(),
     handles_for: Collection[int] = frozenset(),
+    progress: Progress = quiet,
 ) -> Replica:
     """Build the dump inside this (already private, throwaway) mount namespace and chroot into it.
 
@@ -611,9 +613,13 @@ def build_replica(
         sb_dir: dict[str, str] = {}
         dev_of: dict[str, int] = {}
         stand_ins: dict[tuple[str, str], str] = {}
+        devices = len({m.dev for m in tree.top_down})
+        every_so_often = every(devices)
         for m in tree.top_down:
             if m.dev not in sb_dir:
                 sb_dir[m.dev] = _park_superblock(sbs, str(len(sb_dir)), need.get(m.dev, _Node()), dev_of, m.dev, stand_ins)
+                if len(sb_dir) % every_so_often == 0:
+                    progress("making the replica's filesystems", len(sb_dir), devices)
 
         def in_sb(dev: str, path: str) -> str:
             rel = from_root(path)
@@ -633,7 +639,7 @@ def build_replica(
 
         root_fd = clone(tree.root)
         kernel.attach(root_fd, scratch, "root")
-        dump_to_live = _attach_below(tree, root_fd, clone, anchors, handles, set(handles_for))
+        dump_to_live = _attach_below(tree, root_fd, clone, anchors, handles, set(handles_for), progress)
 
         with_members = {m.shared for m in tree.top_down if m.shared is not None}
         for g in reversed(groups):
@@ -712,6 +718,7 @@ def _attach_below(
     anchors: int,
     handles: dict[int, int],
     keep: set[int],
+    progress: Progress = quiet,
 ) -> dict[int, int]:
     """Attach every mount below the root, depth first; {dump id: live id}.
 
@@ -729,7 +736,7 @@ def _attach_below(
     dump_to_live = {root.mount_id: kernel.statx_mount_id(root_fd)[0]}
     stack: list[tuple[Mount, int, list[Mount]]] = [(root, root_fd, _attach_order(tree, root))]
     try:
-        _depth_first(tree, stack, clone, anchors, handles, keep, dump_to_live)
+        _depth_first(tree, stack, clone, anchors, handles, keep, dump_to_live, progress)
     except BaseException:
         for mount, fd, _ in stack:
             if mount is not root:
@@ -746,8 +753,11 @@ def _depth_first(
     handles: dict[int, int],
     keep: set[int],
     dump_to_live: dict[int, int],
+    progress: Progress = quiet,
 ) -> None:
     root = tree.root
+    total = len(tree.top_down)
+    every_so_often = every(total)
     while stack:
         parent, parent_fd, kids = stack[-1]
         if not kids:
@@ -766,6 +776,8 @@ def _depth_first(
             try:
                 kernel.attach(kid_fd, spot if rel else parent_fd)  # "" : stacked on the parent's root
                 dump_to_live[kid.mount_id] = kernel.statx_mount_id(kid_fd)[0]
+                if len(dump_to_live) % every_so_often == 0:
+                    progress("attaching the replica's mounts", len(dump_to_live), total)
             except BaseException:
                 os.close(kid_fd)
                 raise

@@ -1,8 +1,12 @@
 import glob
 import os
+import sys
 import tomllib
+from collections.abc import Callable
 
 import pytest
+
+from planner.progress import Progress, every, on_stderr
 
 HERE = os.path.dirname(__file__)
 REPO = os.path.dirname(HERE)
@@ -37,3 +41,35 @@ def scenario_path(request: pytest.FixtureRequest) -> str:
 def load_expect(path: str) -> dict:
     with open(path, "rb") as handle:
         return tomllib.load(handle).get("expect", {})
+
+
+@pytest.fixture
+def progress(pytestconfig: pytest.Config) -> Progress:
+    """Progress of a long test (the stress runs) on the terminal pytest was started from.
+
+    pytest captures standard error while a test runs; each report steps out of the capture
+    (as pytest's own live logging does) and draws on the real standard error, which shows it
+    only when that is a terminal (planner.progress.on_stderr): `make stress > log` stays quiet."""
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    bars: list[Progress] = []
+
+    def report(what: str, done: int, total: int) -> None:
+        with capture.global_and_fixture_disabled():
+            if not bars:
+                bars.append(on_stderr(sys.stderr))
+            bars[0](what, done, total)
+
+    return report
+
+
+def counted(progress: Progress, what: str, total: int) -> Callable[[], None]:
+    """A tick for each example of a hypothesis run of `total`; progress hears every hundredth."""
+    done = [0]
+    step = every(total)
+
+    def tick() -> None:
+        done[0] += 1
+        if done[0] % step == 0:
+            progress(what, min(done[0], total - 1), total)  # a shrink can run past the total
+
+    return tick

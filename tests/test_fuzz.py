@@ -33,9 +33,10 @@ from planner.check import check_plan
 from planner.dump import load
 from planner.errors import PlannerError, PlanRefused
 from planner.plan import make_plan
+from planner.progress import Progress
 from planner.targets import KINDS
 from planner.tree import MountTree
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, counted
 from tests.reliability import record
 
 REAL = sorted(glob.glob(os.path.join(SAMPLES, "real", "*.txt")))
@@ -256,13 +257,15 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.mktemp("fuzz"))
 
 
-def fuzz(strategy: st.SearchStrategy[tuple[str, bytes]], scratch: str, examples: int) -> Counter[str]:
+def fuzz(strategy: st.SearchStrategy[tuple[str, bytes]], scratch: str, examples: int,
+         tick: Callable[[], None] = lambda: None) -> Counter[str]:
     outcomes: Counter[str] = Counter()
 
     @settings(max_examples=examples, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
     @given(strategy)
     def body(case: tuple[str, bytes]) -> None:
+        tick()
         suffix, data = case
         path = os.path.join(scratch, "input" + suffix)
         with open(path, "wb") as handle:
@@ -293,11 +296,11 @@ def test_unmutated_real_tables_plan(scratch: str) -> None:
 
 
 @pytest.mark.stress
-def test_only_planner_errors_escape_stress(scratch: str) -> None:
+def test_only_planner_errors_escape_stress(scratch: str, progress: Progress) -> None:
     summary: dict[str, Any] = {}
     for name, strategy in STRATEGIES.items():
         started = time.monotonic()
-        outcomes = fuzz(strategy, scratch, STRESS_EXAMPLES)
+        outcomes = fuzz(strategy, scratch, STRESS_EXAMPLES, counted(progress, f"fuzz, {name}", STRESS_EXAMPLES))
         summary[name] = {"examples": sum(outcomes.values()), "outcomes": dict(sorted(outcomes.items())),
                          "other_exceptions": 0, "seconds": round(time.monotonic() - started, 1)}
     record("fuzz", summary)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -31,11 +31,12 @@ from planner.check import check_plan
 from planner.dump import load
 from planner.errors import PlanRefused
 from planner.plan import make_plan
+from planner.progress import Progress
 from planner.steps import step_from_json
 from planner.targets import Target
 from planner.tree import MountTree
 from tests import oracle
-from tests.conftest import SCENARIOS
+from tests.conftest import SCENARIOS, counted
 from tests.reliability import record
 from tests.test_properties import (
     VARIANTS,
@@ -149,13 +150,14 @@ ORACLE_VARIANTS = {**{name: lambda p=p, s=s: cases(propagation=p, shadows=s) for
                    "shared-parents": shared_parent_cases}
 
 
-def run_oracle(examples: int, variant: str) -> Counter[str]:
+def run_oracle(examples: int, variant: str, tick: Callable[[], None] = lambda: None) -> Counter[str]:
     counts: Counter[str] = Counter()
 
     @settings(max_examples=examples, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(ORACLE_VARIANTS[variant]())
     def body(case: tuple[list[Spec], str, list[Target]]) -> None:
+        tick()
         specs, text, targets = case
         judge_case(records_of_specs(specs), text, targets, counts)
 
@@ -170,11 +172,11 @@ def test_the_oracle_accepts_every_plan_and_agrees_with_check(variant: str) -> No
 
 
 @pytest.mark.stress
-def test_the_oracle_accepts_every_plan_and_agrees_with_check_stress() -> None:
+def test_the_oracle_accepts_every_plan_and_agrees_with_check_stress(progress: Progress) -> None:
     summary: dict[str, Any] = {}
     for variant in ORACLE_VARIANTS:
         started = time.monotonic()
-        counts = run_oracle(STRESS_EXAMPLES, variant)
+        counts = run_oracle(STRESS_EXAMPLES, variant, counted(progress, f"oracle, {variant}", STRESS_EXAMPLES))
         summary[variant] = {**counts, "seconds": round(time.monotonic() - started, 1)}
     summary["total"] = {key: sum(v.get(key, 0) for v in summary.values()) for key in next(iter(summary.values()))}
     record("oracle", summary)

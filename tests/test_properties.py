@@ -35,9 +35,11 @@ from planner.check import Session, apply_step, check_plan, destination_now, fina
 from planner.errors import PlanRefused
 from planner.paths import is_under, relative
 from planner.plan import make_plan
+from planner.progress import Progress
 from planner.steps import Step, step_from_json
 from planner.targets import KINDS, Target
 from planner.tree import MountTree
+from tests.conftest import counted
 from tests.reliability import record
 
 DEFAULT_EXAMPLES = 75  # per variant (300 in all)
@@ -397,7 +399,7 @@ def allowed_refusals(propagation: bool, shadows: bool) -> tuple[str, ...]:
         ("propagation",) if propagation else ())
 
 
-def run_properties(examples: int, propagation: bool, shadows: bool) -> Counter[str]:
+def run_properties(examples: int, propagation: bool, shadows: bool, tick: Callable[[], None] = lambda: None) -> Counter[str]:
     counts: Counter[str] = Counter()
     allowed = allowed_refusals(propagation, shadows)
 
@@ -405,6 +407,7 @@ def run_properties(examples: int, propagation: bool, shadows: bool) -> Counter[s
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(cases(propagation=propagation, shadows=shadows))
     def body(case: tuple[list[Spec], str, list[Target]]) -> None:
+        tick()
         check_case(*case, counts, allowed)
 
     body()
@@ -440,11 +443,12 @@ def test_generator_makes_the_shapes_it_promises() -> None:
 
 
 @pytest.mark.stress
-def test_plans_pass_check_and_meet_the_lower_bound_stress() -> None:
+def test_plans_pass_check_and_meet_the_lower_bound_stress(progress: Progress) -> None:
     summary: dict[str, Any] = {}
     for variant, (propagation, shadows) in VARIANTS.items():
         started = time.monotonic()
-        counts = run_properties(STRESS_EXAMPLES, propagation, shadows)
+        counts = run_properties(STRESS_EXAMPLES, propagation, shadows,
+                                counted(progress, f"properties, {variant}", STRESS_EXAMPLES))
         summary[variant] = {
             "examples": counts["examples"],
             "plans": counts["plans"],

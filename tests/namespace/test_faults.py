@@ -38,6 +38,7 @@ from planner import kernel
 from planner.dump import Dump, load
 from planner.execute import Executor, execute_here
 from planner.plan import make_plan
+from planner.progress import Progress
 from planner.tree import MountTree
 from tests.conftest import SCENARIOS
 from tests.reliability import record
@@ -206,12 +207,14 @@ def test_a_fault_at_a_call_of_a_step_rolls_back_to_the_same_tree(
 
 
 @pytest.mark.stress
-def test_every_call_of_every_step_stress(mocker: MockerFixture) -> None:
+def test_every_call_of_every_step_stress(mocker: MockerFixture, progress: Progress) -> None:
     started = time.monotonic()
     summary: dict[str, Any] = {"scenarios": len(CASES), "steps": 0, "points": 0, "errnos": len(ERRNOS), "runs": 0,
                                "absorbed": 0, "rolled_back": 0, "points_by_op": {}, "points_by_call": {}}
+    total = sum(len(steps) for steps, _ in CASES.values())
     for name, (steps, _) in CASES.items():
         for k, step in enumerate(steps):
+            progress("faults at every call of every step", summary["steps"], total)
             outcomes = fault_calls(name, k, True, mocker, every_errno=True)
             calls = calls_per_step(name)[k]
             summary["steps"] += 1
@@ -222,6 +225,7 @@ def test_every_call_of_every_step_stress(mocker: MockerFixture) -> None:
             summary["points_by_op"][step["op"]] = summary["points_by_op"].get(step["op"], 0) + len(calls)
             for call in calls:
                 summary["points_by_call"][call] = summary["points_by_call"].get(call, 0) + 1
+    progress("faults at every call of every step", total, total)
     summary["seconds"] = round(time.monotonic() - started, 1)
     record("faults", summary)
 

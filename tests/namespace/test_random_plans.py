@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,10 +22,12 @@ from planner import mountinfo
 from planner.errors import PlanRefused
 from planner.execute import execute
 from planner.plan import make_plan
+from planner.progress import Progress
 from planner.replica import ReplicaError, check_replicable
 from planner.targets import Target
 from planner.tree import MountTree
 from tests import oracle
+from tests.conftest import counted
 from tests.reliability import record
 from tests.test_oracle import broken_plans, records_of_specs, shared_parent_cases
 from tests.test_properties import Spec, cases, line_of
@@ -116,7 +119,7 @@ def run_case(specs: list[Spec], text: str, targets: list[Target], counts: Counte
             counts["broken_rolled_back_to_the_dump"] += report["tree_identical"] and report["unrestored"] == []
 
 
-def run_random(kind: str, examples: int, broken_per_plan: int) -> Counter[str]:
+def run_random(kind: str, examples: int, broken_per_plan: int, tick: Callable[[], None] = lambda: None) -> Counter[str]:
     counts: Counter[str] = Counter()
 
     # No shrinking: each example forks namespaces, and the assertion already shows the whole case.
@@ -124,6 +127,7 @@ def run_random(kind: str, examples: int, broken_per_plan: int) -> Counter[str]:
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(KINDS_OF_TREES[kind]())
     def body(case: tuple[list[Spec], str, list[Target]]) -> None:
+        tick()
         run_case(*case, counts, broken_per_plan)
 
     body()
@@ -137,9 +141,11 @@ def test_random_plans_run_for_real_as_the_oracle_says(kind: str) -> None:
 
 
 @pytest.mark.stress
-def test_random_plans_run_for_real_as_the_oracle_says_stress() -> None:
+def test_random_plans_run_for_real_as_the_oracle_says_stress(progress: Progress) -> None:
     summary: dict[str, Any] = {}
     for kind in KINDS_OF_TREES:
         started = time.monotonic()
-        summary[kind] = {**run_random(kind, STRESS_EXAMPLES, broken_per_plan=3), "seconds": round(time.monotonic() - started, 1)}
+        tick = counted(progress, f"random plans in a namespace, {kind}", STRESS_EXAMPLES)
+        summary[kind] = {**run_random(kind, STRESS_EXAMPLES, broken_per_plan=3, tick=tick),
+                         "seconds": round(time.monotonic() - started, 1)}
     record("random_plans_in_a_namespace", summary)
