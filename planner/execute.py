@@ -37,6 +37,7 @@ from __future__ import annotations
 import ctypes
 import errno as errno_mod
 import fcntl
+import functools
 import mmap
 import os
 import socket
@@ -65,6 +66,8 @@ _RESOLVE = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_
 _MOVE = kernel.MOVE_MOUNT_F_EMPTY_PATH | kernel.MOVE_MOUNT_T_EMPTY_PATH
 _O_PATH = os.O_PATH | os.O_NOFOLLOW
 _SLOT_OPS = ("move-aside", "keeper-bind")  # the steps that put a mount into a yard slot
+_DEVICES = (stat.S_IFCHR, stat.S_IFBLK)
+_NOT_OPENED = (*_DEVICES, stat.S_IFSOCK)  # open(2) would run a driver, or cannot open it at all
 _SUN_PATH_MAX = 107  # sizeof(sun_path) - 1 for the NUL
 
 
@@ -126,10 +129,18 @@ class _Journal:
         return found
 
 
+# Paths already found clean: a plan names each move's home and slot twice (out and back).
+_clean_paths: set[str] = set()
+
+
 def _clean(path: object, what: str) -> str:
     """The same rule as check's: absolute, and no '.', '..' or empty components (paths must not climb)."""
+    if type(path) is str and path in _clean_paths:
+        return path
     if not isinstance(path, str) or not is_clean(path):
         raise Mismatch(f"{what} {path!r} must be absolute with no '.', '..' or empty components (paths must not climb)")
+    if len(_clean_paths) < 100_000:
+        _clean_paths.add(path)
     return path
 
 
@@ -657,7 +668,7 @@ class Executor:
         rel = from_root(path)
         made = stat.S_IFMT(obj.mode)
         flags = _ACCESS_FLAGS[obj.access or "read-only"]
-        if made in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK) or (made == stat.S_IFDIR and flags != os.O_PATH):
+        if made in _NOT_OPENED or (made == stat.S_IFDIR and flags != os.O_PATH):
             # A device is reached with O_PATH: open(2) would run its driver (the replica's node
             # carries the dump's real number: a watchdog would arm, a tty become a controlling
             # terminal), and a socket file cannot be opened at all. A directory is read-only.
@@ -680,13 +691,13 @@ class Executor:
             held = fcntl.fcntl(fd, fcntl.F_GETFL)
             if flags & os.O_PATH == 0 and held & os.O_ACCMODE != flags & os.O_ACCMODE:
                 problem = f"opened {_access_name(held)}, the dump held it {obj.access}"
-            if made in (stat.S_IFCHR, stat.S_IFBLK) and (rdev := os.fstat(fd).st_rdev) != obj.rdev:
+            if made in _DEVICES and (rdev := os.fstat(fd).st_rdev) != obj.rdev:
                 problem = f"device {_dev_text(rdev)}, the replica made {_dev_text(obj.rdev)}"
         finally:
             # Verified, it is closed: a restored process holds its own, and the executor keeps no
             # fd per target (a plan with thousands of targets runs under `ulimit -n 1024`).
             os.close(fd)
-        detail = f"ino {ino}, {_type_name(mode)}" + (f", {_access_name(held)}" if obj.access else "")
+        detail = f"ino {ino}, {_type_name(mode)}, {_access_name(held)}" if obj.access else f"ino {ino}, {_type_name(mode)}"
         self._record(index, obj, self.replica.key(live), ino == obj.ino and dev == obj.dev, detail, mode, problem)
 
     def op_chdir(self, index: int, step: Mapping[str, Any]) -> None:
@@ -1012,6 +1023,7 @@ class Executor:
 _OPS = {name[3:].replace("_", "-"): name for name in vars(Executor) if name.startswith("op_")}
 
 _ACCESS_FLAGS = {"read-only": os.O_RDONLY, "write-only": os.O_WRONLY, "read-write": os.O_RDWR, "path": os.O_PATH}
+@functools.cache  # a few distinct modes, asked once per target
 def _type_name(mode: int) -> str:
     return file_type_of(mode) or ("symlink" if stat.S_ISLNK(mode) else f"type {stat.S_IFMT(mode):o}")
 

@@ -73,8 +73,16 @@ class Mount(NamedTuple):
 
     @property
     def groups(self) -> tuple[int | None, int | None]:
-        """(shared, master) in one look: what a namespace of 1e5 mounts asks each mount."""
-        return (self._tag("shared:"), self._tag("master:")) if self.optional else (None, None)
+        """(shared, master) in one look at the optional fields: what a namespace of 1e5 mounts asks each."""
+        shared = master = None
+        for opt in self.optional:
+            tag, _, value = opt.partition(":")
+            if value.isascii() and value.isdigit():
+                if tag == "shared" and shared is None:
+                    shared = int(value)
+                elif tag == "master" and master is None:
+                    master = int(value)
+        return shared, master
 
     @property
     def propagate_from(self) -> int | None:

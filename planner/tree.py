@@ -42,14 +42,14 @@ class MountTree:
     def _build(self, mounts: Iterable[Mount], source: str) -> None:
         self.source = source
         self.mounts: list[Mount] = list(mounts)
-        self.by_id: dict[int, Mount] = {}
-        self.order: dict[int, int] = {}
-        for index, mount in enumerate(self.mounts):
-            if mount.mount_id in self.by_id:
-                first = self.by_id[mount.mount_id].line_no
-                raise DumpError(source, mount.line_no, f"duplicate mount id {mount.mount_id} (first on line {first})")
-            self.by_id[mount.mount_id] = mount
-            self.order[mount.mount_id] = index
+        self.by_id: dict[int, Mount] = {mount.mount_id: mount for mount in self.mounts}
+        if len(self.by_id) != len(self.mounts):
+            seen: dict[int, Mount] = {}
+            for mount in self.mounts:
+                first = seen.setdefault(mount.mount_id, mount)
+                if first is not mount:
+                    raise DumpError(source, mount.line_no, f"duplicate mount id {mount.mount_id} (first on line {first.line_no})")
+        self.order: dict[int, int] = {mount.mount_id: index for index, mount in enumerate(self.mounts)}
         if not self.mounts:
             raise DumpError(source, None, "empty mount table")
         tops = [m for m in self.mounts if m.parent_id not in self.by_id or m.parent_id == m.mount_id]
@@ -70,10 +70,11 @@ class MountTree:
         self.children_at: dict[tuple[int, str], tuple[int, ...]] = {}
         crowded: dict[tuple[int, str], list[int]] = {}  # places holding several mounts, while building
         self.children: dict[int, list[Mount]] = defaultdict(list)
+        by_id, children_at, children = self.by_id, self.children_at, self.children
         for mount in self.mounts:
             if mount is self.root:
                 continue
-            parent = self.by_id[mount.parent_id]
+            parent = by_id[mount.parent_id]
             if not is_under(mount.mountpoint, parent.mountpoint):
                 raise DumpError(
                     source,
@@ -81,11 +82,11 @@ class MountTree:
                     f"mount {mount.mount_id} at {mount.mountpoint} is not under its parent {parent.mount_id} at {parent.mountpoint}",
                 )
             place = (parent.mount_id, mount.mountpoint)
-            if place not in self.children_at:
-                self.children_at[place] = (mount.mount_id,)
+            if place not in children_at:
+                children_at[place] = (mount.mount_id,)
             else:
-                crowded.setdefault(place, list(self.children_at[place])).append(mount.mount_id)
-            self.children[parent.mount_id].append(mount)
+                crowded.setdefault(place, list(children_at[place])).append(mount.mount_id)
+            children[parent.mount_id].append(mount)
         for place, ids in crowded.items():
             self.children_at[place] = tuple(reversed(ids))  # bottom first: the earliest listed is on top
         self.top_down = self._parents_first()
