@@ -375,6 +375,9 @@ class _Planner:
 
     def _stacked_on(self, upper: int, lower: int) -> bool:
         """True when `upper` sits in the dumped stack on `lower`'s root (directly or higher up)."""
+        by_id = self.tree.by_id
+        if upper == lower or by_id[upper].mountpoint != by_id[lower].mountpoint:
+            return False  # the mounts of one stack share its mountpoint: most covers are on no stack
         up, low = self._place_in_stack(upper), self._place_in_stack(lower)
         return up[0] == low[0] and up[1] > low[1]
 
