@@ -32,7 +32,7 @@ from typing import Any
 
 from bench.generate import GeneratedHost
 from planner import mountinfo
-from planner.criu import FSTYPE_NAMES
+from planner.inputs.criu.entries import FSTYPE_NAMES
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 FORMS = ("mountinfo", "dump JSON", "scenario TOML", "CRIU JSON")

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from planner.aliases import is_alias, target_place
+from planner.errors import PlanRejected
 from planner.paths import is_clean, relative
 from planner.progress import Progress, every, quiet
 from planner.simulate import Landing, Namespace, SimError
@@ -377,6 +378,16 @@ def check_plan(
             return problems
     progress("checking the plan", len(steps), len(steps))
     return final_problems(session, None, targets)
+
+
+def require_valid_plan(
+    tree: MountTree, targets: list[Target] | tuple[Target, ...], steps: list[Step], locked: frozenset[int] = frozenset(),
+    progress: Progress = quiet,
+) -> None:
+    """PlanRejected (exit 1) naming the problems, unless check_plan finds none."""
+    problems = check_plan(tree, targets, steps, locked, progress)
+    if problems:
+        raise PlanRejected(problems)
 
 
 Shape = dict[int, tuple[int | None, str, int | None, int | None]]

@@ -19,16 +19,18 @@ from typing import Any
 
 import click
 
-from planner import __version__, limits, render
+from planner import __version__, render
 from planner.analysis import analyze
-from planner.check import check_plan
-from planner.dump import DUMP_FORMAT, Dump, decode, json_element_lines, key_line, load, load_json, read_input
-from planner.errors import DumpError, InputError, PlannerError, PlanRejected
+from planner.check import require_valid_plan
+from planner.dump import DUMP_FORMAT, Dump
+from planner.errors import InputError, PlannerError, PlanRejected
+from planner.inputs import load
+from planner.inputs.plan_file import load_plan
 from planner.output import write_output
 from planner.paths import is_clean, unusable
 from planner.plan import DEFAULT_YARD, make_plan
 from planner.progress import on_stderr, quiet
-from planner.steps import FORMAT, Step, step_from_json
+from planner.steps import FORMAT
 from planner.tree import MountTree
 
 TARGET_HELP = (
@@ -166,35 +168,6 @@ def _yard_option(_ctx: click.Context, _param: click.Parameter, value: str | None
     return value
 
 
-def load_plan(path: str) -> list[Step]:
-    source, data = read_input(path)
-    text = decode(data, source)
-    make_one = "overmount plan DUMP --format json -o PLAN"
-    if not text.lstrip().startswith(("{", "[")):  # the text or shell rendering: people's, not a plan file
-        raise DumpError(source, 1, f"not a JSON plan: PLAN is {FORMAT} JSON ({make_one})")
-    raw = load_json(text, source)
-    if not isinstance(raw, dict):
-        raise DumpError(source, 1, f"expected a {FORMAT} object")
-    if raw.get("format") != FORMAT:
-        hint = f": that is a dump; its plan comes from {make_one}" if raw.get("format") == DUMP_FORMAT else ""
-        raise DumpError(source, key_line(text, "format"), f"format must be {FORMAT!r}, got {raw.get('format')!r}{hint}")
-    if not isinstance(raw.get("steps"), list):
-        raise DumpError(source, key_line(text, "steps"), "'steps' must be a list")
-    if len(raw["steps"]) > limits.STEPS.value:
-        raise DumpError(source, key_line(text, "steps"), limits.STEPS.refusal(f"{len(raw['steps']):,} steps"))
-    lines = json_element_lines(text, "steps")
-    steps = []
-    for index, item in enumerate(raw["steps"]):
-        try:
-            steps.append(step_from_json(item))
-        except ValueError as err:
-            raise DumpError(source, lines[index] if index < len(lines) else None, f"step {index}: {err}") from None
-    moves = sum(1 for s in steps if s.op == "move-aside")
-    if "moves" in raw and raw["moves"] != moves:
-        raise DumpError(source, key_line(text, "moves"), f"'moves' says {raw['moves']!r}, the steps hold {moves} move-asides")
-    return steps
-
-
 TARGET_OPTION = click.option("--target", "targets", multiple=True, metavar="MOUNT:PATH[:KIND]", help=TARGET_HELP)
 ALL_OPTION = click.option("--all", "show_all", is_flag=True,
                           help="list every target; by default those not hidden are summarised in one line")
@@ -230,7 +203,7 @@ def capture(pid: int, output: str | None) -> None:
     mount it really lives in; what cannot be a target is listed under
     "skipped" with the reason.
     """
-    from planner.capture import capture_pid
+    from planner.inputs.capture import capture_pid
 
     _emit(json.dumps(capture_pid(pid), indent=2) + "\n", output)
 
@@ -318,9 +291,7 @@ def check(dump_path: str, plan_path: str, targets: tuple[str, ...]) -> None:
     steps = load_plan(plan_path)
     tree = _tree(dump)
     analyze(tree, dump.targets)  # the targets themselves must make sense first (exit 2 if not)
-    problems = check_plan(tree, dump.targets, steps, dump.locked_mounts, progress)
-    if problems:
-        raise PlanRejected(problems)
+    require_valid_plan(tree, dump.targets, steps, dump.locked_mounts, progress)
     moves = sum(1 for s in steps if s.op == "move-aside")
     click.echo(f"ok: {_count(len(steps), 'step')}, {_count(moves, 'move')}, "
                f"{_count(len(dump.targets), 'target')} reached, tree restored")
@@ -356,9 +327,7 @@ def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: s
     if plan_path is not None:
         steps = load_plan(plan_path)
         in_view = {f.target.id for f in analyze(tree, dump.targets).targets if not f.hidden}
-        problems = check_plan(tree, dump.targets, steps, dump.locked_mounts, progress)
-        if problems:
-            raise PlanRejected(problems)
+        require_valid_plan(tree, dump.targets, steps, dump.locked_mounts, progress)
     else:
         plan = make_plan(tree, dump.targets, yard=yard, kernel=_running_kernel(), locked=dump.locked_mounts,
                          progress=progress)

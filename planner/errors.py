@@ -1,6 +1,13 @@
-"""One exception hierarchy; each error knows the exit status the CLI gives it."""
+"""One exception hierarchy; each error knows the exit status the CLI gives it.
+
+Two signals stay inside their modules, never reaching a user as themselves: simulate.SimError
+(a step check's symbolic namespace refuses) and the executor's Mismatch (a step ran but the
+kernel's answer is not the plan's); each is reported as a problem or a failed step.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class PlannerError(Exception):
@@ -34,6 +41,32 @@ class TargetError(InputError):
     """A target that names a mount or path the dump does not have."""
 
 
+class OutputError(InputError):
+    """FILE cannot be written (safely): exit 2, nothing written anywhere."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, None, f"cannot write: {reason}")
+
+
+class CaptureError(InputError):
+    """The process cannot be read: no such pid, not a live process, or no permission."""
+
+    def __init__(self, pid: int, reason: str) -> None:
+        super().__init__(f"pid {pid}", None, reason)
+
+
+class ProcessExited(PlannerError):
+    """The process exited while it was being read: what was read is not a whole dump (exit 1)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(f"pid {pid}: the process exited during the capture; no dump was written (a part of one "
+                         "would pass for the whole)")
+
+
+class RecoverRefused(InputError):
+    """The namespace named cannot be, or must not be, worked on."""
+
+
 class PlanRefused(PlannerError):
     """No move-aside sequence the kernel would accept reaches every target."""
 
@@ -48,6 +81,26 @@ class PlanRejected(PlannerError):
 
 class KernelError(PlannerError):
     """A syscall failed; carries the errno."""
+
+
+class NamespaceChildError(KernelError):
+    """The namespace child raised something that could not be sent back as itself."""
+
+    def __init__(self, type_name: str, message: str, child_traceback: str) -> None:
+        self.type_name = type_name
+        self.message = message
+        self.child_traceback = child_traceback
+        super().__init__(f"in the namespace child: {type_name}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            NamespaceChildError,
+            (self.type_name, self.message, self.child_traceback),
+        )
+
+
+class ReplicaError(PlannerError):
+    """The dump cannot be built as a replica (or the built replica differs from it)."""
 
 
 class StepFailed(PlannerError):

@@ -760,7 +760,7 @@ class Executor:
             diag = kernel.unix_socket_diag([sock_ino]).get(sock_ino)
             if diag is None:
                 raise Mismatch(f"sock_diag does not know socket inode {sock_ino}")
-            diag_name, vfs_dev, vfs_ino = diag
+            diag_name, vfs_dev, vfs_ino = diag.name, diag.vfs_st_dev, diag.vfs_ino
             inode_ok = (vfs_dev, vfs_ino) == (obj.dev, file_ino) and file_dev == obj.dev and diag_name == bound
             detail = f"sock_diag name {diag_name!r} vfs ino {vfs_ino} dev {vfs_dev}; file ino {file_ino}"
             got = self.replica.key(file_mnt)

@@ -1,4 +1,5 @@
-"""The only module that makes syscalls: ctypes wrappers for the mount API and friends.
+"""The only module that makes syscalls of its own (ctypes): the mount API, openat2, statx, setns,
+pidfds, /proc reads through a pinned fd, sock_diag, and the namespace child everything runs in.
 
 Every wrapper raises OSError(errno, "<call> <path>: <strerror>") on failure, so an
 error says which call failed on what. Syscall numbers are x86_64's.
@@ -19,6 +20,7 @@ import platform
 import resource
 import select
 import signal
+import socket
 import struct
 import sys
 import traceback
@@ -27,12 +29,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from planner import msflags
-from planner.errors import KernelError, NotPermitted
+from planner.errors import KernelError, NamespaceChildError, NotPermitted
 
 # --- constants (include/uapi/linux/{sched,mount,fcntl,openat2,stat}.h) -----------------
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
 
 MS_PRIVATE = msflags.MS_PRIVATE
 MS_REC = msflags.MS_REC
@@ -463,12 +466,23 @@ def readlink_proc(rel: str) -> str:
     return os.readlink("/proc/" + rel)
 
 
+def fdinfo(rel: str) -> dict[str, str]:
+    """The `key: value` lines of an fdinfo file under /proc (pos, flags, mnt_id, ino, ...):
+    "self/fdinfo/FD" for one of ours, "PID/fdinfo/FD" for another process's."""
+    out: dict[str, str] = {}
+    for line in read_proc(rel).splitlines():
+        key, colon, value = line.partition(":")
+        if colon and key not in out:
+            out[key] = value.strip()
+    return out
+
+
 def fdinfo_mount_id(fd: int) -> int:
-    for line in read_proc(f"self/fdinfo/{fd}").splitlines():
-        key, _, value = line.partition(":")
-        if key == "mnt_id":
-            return int(value.strip())
-    raise OSError(errno_mod.ENOENT, f"fdinfo of fd {fd}: no mnt_id line")
+    """fdinfo's `mnt_id:` of our fd `fd` (every fd has one, O_PATH ones included)."""
+    found = fdinfo(f"self/fdinfo/{fd}").get("mnt_id")
+    if found is None:
+        raise OSError(errno_mod.ENOENT, f"fdinfo of fd {fd}: no mnt_id line")
+    return int(found)
 
 
 def own_mountinfo() -> str:
@@ -478,9 +492,28 @@ def own_mountinfo() -> str:
 # --- unix sockets through sock_diag ------------------------------------------------------
 
 
-def kernel_dev_to_user(kdev: int) -> int:
-    """The kernel's internal dev_t (major << 20 | minor), as sock_diag reports it, to st_dev."""
-    return os.makedev(kdev >> 20, kdev & 0xFFFFF)
+def split_kernel_dev(kdev: int) -> tuple[int, int]:
+    """(major, minor) of the kernel's internal dev_t (major << 20 | minor), as sock_diag reports it."""
+    return kdev >> 20, kdev & 0xFFFFF
+
+
+@dataclass(frozen=True)
+class UnixSocket:
+    """A unix socket as sock_diag reports it: type, state, the name it was bound to (None when
+    unbound; an abstract name without its leading NUL), and the socket file's device (major, minor)
+    and inode (None for an abstract or unbound one)."""
+
+    inode: int
+    sock_type: int
+    state: int
+    name: str | None
+    vfs_dev: tuple[int, int] | None
+    vfs_ino: int | None
+
+    @property
+    def vfs_st_dev(self) -> int | None:
+        """The socket file's device as stat(2) gives st_dev."""
+        return None if self.vfs_dev is None else os.makedev(*self.vfs_dev)
 
 
 _diag: Any = None
@@ -498,52 +531,40 @@ def warm_unix_socket_diag() -> None:
         unix_socket_diag(())
 
 
-def unix_socket_diag(
-    inodes: Iterable[int],
-) -> dict[int, tuple[str | None, int | None, int | None]]:
-    """{socket inode: (bound name, st_dev of the socket file, its inode)} for the unix sockets asked."""
-    warm_unix_socket_diag()
-    from pyroute2.netlink.diag import (  # type: ignore[import-untyped]
-        UDIAG_SHOW_NAME,
-        UDIAG_SHOW_VFS,
-    )
+def unix_socket_diag(inodes: Iterable[int], fresh: bool = False) -> dict[int, UnixSocket]:
+    """{socket inode: what sock_diag says of it} for the unix sockets asked, in the caller's network
+    namespace (a thread's own: see capture). fresh: through a new netlink socket made here and now,
+    not the one warm_unix_socket_diag keeps (which belongs to the namespace it was made in)."""
+    if not fresh:
+        warm_unix_socket_diag()
+        return _unix_sockets(_diag, set(inodes))
+    from pyroute2 import DiagSocket
 
-    wanted = set(inodes)
-    out: dict[int, tuple[str | None, int | None, int | None]] = {}
-    for msg in _diag.get_sock_stats(show=UDIAG_SHOW_NAME | UDIAG_SHOW_VFS):
+    with DiagSocket() as diag:
+        diag.bind()
+        return _unix_sockets(diag, set(inodes))
+
+
+def _unix_sockets(diag: Any, wanted: set[int]) -> dict[int, UnixSocket]:
+    from pyroute2.netlink.diag import SS_ALL, UDIAG_SHOW_NAME, UDIAG_SHOW_VFS  # type: ignore[import-untyped]
+
+    out: dict[int, UnixSocket] = {}
+    for msg in diag.get_sock_stats(family=socket.AF_UNIX, states=SS_ALL, show=UDIAG_SHOW_NAME | UDIAG_SHOW_VFS):
         ino = msg["udiag_ino"]
         if ino not in wanted:
             continue
         name = msg.get_attr("UNIX_DIAG_NAME")
+        if isinstance(name, bytes):
+            name = os.fsdecode(name)
         vfs = msg.get_attr("UNIX_DIAG_VFS")
-        if vfs is None:
-            out[ino] = (name, None, None)
-        else:
-            out[ino] = (
-                name,
-                kernel_dev_to_user(vfs["udiag_vfs_dev"]),
-                vfs["udiag_vfs_ino"],
-            )
+        dev = vfs_ino = None
+        if vfs is not None:
+            dev, vfs_ino = split_kernel_dev(vfs["udiag_vfs_dev"]), vfs["udiag_vfs_ino"]
+        out[ino] = UnixSocket(ino, msg["udiag_type"], msg["udiag_state"], name, dev, vfs_ino)
     return out
 
 
 # --- the namespace child -------------------------------------------------------------------
-
-
-class NamespaceChildError(KernelError):
-    """The namespace child raised something that could not be sent back as itself."""
-
-    def __init__(self, type_name: str, message: str, child_traceback: str) -> None:
-        self.type_name = type_name
-        self.message = message
-        self.child_traceback = child_traceback
-        super().__init__(f"in the namespace child: {type_name}: {message}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (
-            NamespaceChildError,
-            (self.type_name, self.message, self.child_traceback),
-        )
 
 
 def _write_file(path: str, text: str) -> None:

@@ -31,14 +31,7 @@ import stat
 import sys
 import tempfile
 
-from planner.errors import InputError
-
-
-class OutputError(InputError):
-    """FILE cannot be written (safely): exit 2, nothing written anywhere."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(path, None, f"cannot write: {reason}")
+from planner.errors import OutputError
 
 
 def write_output(path: str | None, data: bytes) -> None:

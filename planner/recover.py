@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from planner import kernel
-from planner.errors import InputError, PlannerError
+from planner.errors import PlannerError, RecoverRefused
 from planner.mountinfo import parse
 from planner.paths import from_root, is_clean
 from planner.recovery import recovery_plan
@@ -21,10 +21,6 @@ from planner.steps import Step, step_from_json
 
 _RESOLVE = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS
 _MOVE = kernel.MOVE_MOUNT_F_EMPTY_PATH | kernel.MOVE_MOUNT_T_EMPTY_PATH
-
-
-class RecoverRefused(InputError):
-    """The namespace named cannot be, or must not be, worked on."""
 
 
 def recover(

@@ -37,7 +37,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from planner import kernel
-from planner.errors import DumpError, PlannerError
+from planner.errors import DumpError, ReplicaError
 from planner.mountinfo import Mount, parse
 from planner.paths import from_root, is_clean
 from planner.progress import Progress, every, quiet
@@ -51,10 +51,6 @@ _CLONE = kernel.OPEN_TREE_CLONE | kernel.OPEN_TREE_CLOEXEC
 _NO_CROSSING = (
     kernel.RESOLVE_NO_XDEV | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS | kernel.RESOLVE_BENEATH
 )
-
-
-class ReplicaError(PlannerError):
-    """The dump cannot be built as a replica (or the built replica differs from it)."""
 
 
 # --- paths -------------------------------------------------------------------------------

@@ -101,3 +101,15 @@ def _is_major_minor(text: str) -> bool:
     if not colon or not all(p.isascii() and p.isdigit() and len(p) <= 7 for p in (major, minor)):
         return False
     return int(major) < 1 << 12 and int(minor) < 1 << 20
+
+
+# A unix socket's type and state as the kernel numbers them (include/linux/net.h, include/net/tcp_states.h):
+# what sock_diag reports and CRIU's unix_sk_entry stores.
+SOCK_STREAM, SOCK_SEQPACKET = 1, 5
+TCP_ESTABLISHED = 1
+
+
+def is_accepted_connection(sock_type: int, state: int) -> bool:
+    """An accepted (or connected) stream socket reports its listener's name and inode; it is not bound
+    again at restore (CRIU's sk-unix.c binds only the listener), so it is no bind target."""
+    return sock_type in (SOCK_STREAM, SOCK_SEQPACKET) and state == TCP_ESTABLISHED

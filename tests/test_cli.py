@@ -233,3 +233,14 @@ def test_the_default_limits_are_the_documented_ones() -> None:
         readme = handle.read()
     for limit in (limits.INPUT_BYTES, limits.MOUNTS, limits.STEPS):
         assert limit.variable in readme
+
+
+def test_a_crit_directory_with_absurdly_nested_json_is_exit_2_not_a_traceback(tmp_path) -> None:
+    """The CRIU reader reads JSON through the one loader: nesting past the recursion limit is bad input
+    (it was a traceback, exit 1, when the CRIU reader had a json.loads of its own)."""
+    (tmp_path / "mountpoints-1.json").write_text('{"magic": "MNTS", "entries": ' + "[" * 100_000)
+    for dump in (str(tmp_path), str(tmp_path / "mountpoints-1.json")):
+        out = overmount("analyze", dump)
+        err = out.stderr.decode()
+        assert (out.returncode, err.count("\n"), "Traceback" in err) == (2, 1, False), err
+        assert "mountpoints-1.json: not usable JSON" in err, err

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from planner.criu import dump_from_crit, unix_name
-from planner.dump import from_json
 from planner.errors import DumpError, InputError
+from planner.inputs.criu.crit_json import dump_from_crit
+from planner.inputs.criu.entries import unix_name
+from planner.inputs.dump_json import from_json
 from planner.mountinfo import Mount, parse
 
 DATA = Path(__file__).parent / "data" / "criu"

@@ -14,7 +14,7 @@ import pytest
 from planner import __version__, render
 from planner.analysis import analyze
 from planner.cli import cli
-from planner.dump import load
+from planner.inputs import load
 from planner.plan import make_plan
 from planner.tree import MountTree
 from tests.conftest import REPO

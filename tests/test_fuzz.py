@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 from planner import render
 from planner.analysis import analyze
 from planner.check import check_plan
-from planner.dump import load
 from planner.errors import PlannerError, PlanRefused
+from planner.inputs import load
 from planner.plan import make_plan
 from planner.progress import Progress
 from planner.targets import KINDS

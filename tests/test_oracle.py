@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from planner import mountinfo
 from planner.analysis import analyze
 from planner.check import check_plan
-from planner.dump import load
 from planner.errors import PlanRefused
+from planner.inputs import load
 from planner.plan import make_plan
 from planner.progress import Progress
 from planner.steps import step_from_json

@@ -5,8 +5,8 @@ import pytest
 from planner import mountinfo
 from planner.analysis import analyze
 from planner.check import check_plan
-from planner.dump import load
 from planner.errors import PlanRefused
+from planner.inputs import load
 from planner.plan import make_plan
 from planner.tree import MountTree
 from tests.conftest import SCENARIOS

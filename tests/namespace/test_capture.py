@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from planner.capture import CaptureError, capture_pid
-from planner.errors import InputError
+from planner.errors import CaptureError, InputError
+from planner.inputs.capture import capture_pid
 from planner.mountinfo import parse
 from tests.namespace.children import PRELUDE, Children
 

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 from pytest_mock import MockerFixture
 
-from planner.capture import CaptureError, capture_pid
-from planner.dump import from_json
+from planner.errors import CaptureError
 from planner.execute import execute
+from planner.inputs.capture import capture_pid
+from planner.inputs.dump_json import from_json
 from planner.mountinfo import parse
 from planner.plan import make_plan
 from planner.tree import MountTree
@@ -278,7 +279,7 @@ def test_without_setns_a_chrooted_process_is_captured_in_its_own_view(
     """Fault: setns(2) refused (an unprivileged caller). The table is then /proc/PID/mountinfo, paths
     are relative to the process root, and the root is skipped with the reason, not dropped."""
     pid, _, _ = overmounted_child
-    mocker.patch("planner.capture._setns", _setns_refused)
+    mocker.patch("planner.kernel.setns", _setns_refused)
     dump = capture_pid(pid)
     with open(f"/proc/{pid}/mountinfo") as handle:
         assert dump["mountinfo"] == handle.read()
@@ -290,6 +291,6 @@ def test_without_setns_a_chrooted_process_is_captured_in_its_own_view(
 
 def test_without_setns_a_process_chrooted_where_no_mount_lies_says_so(holding: Any, mocker: MockerFixture) -> None:
     pid, base = holding("chroot")
-    mocker.patch("planner.capture._setns", _setns_refused)
+    mocker.patch("planner.kernel.setns", _setns_refused)
     with pytest.raises(CaptureError, match=f"chrooted into {base}/d/jail, where no mount lies below its root"):
         capture_pid(pid)

@@ -22,9 +22,8 @@ from typing import Any
 import pytest
 from pytest_mock import MockerFixture
 
-from planner import capture as capture_module
-from planner.capture import ProcessExited, capture_pid
-from planner.errors import PlannerError
+from planner.errors import PlannerError, ProcessExited
+from planner.inputs.capture import capture_pid, objects, sockets
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.namespace
@@ -104,17 +103,18 @@ def _kill_and_leave_a_zombie(process: subprocess.Popen[bytes]) -> None:
     raise AssertionError("never became a zombie")
 
 
-@pytest.mark.parametrize("when", ["_open_files", "_fs_link", "_mappings", "_unix_sockets", "_file_mounts"])
+@pytest.mark.parametrize("when", ["open_files", "fs_link", "mappings", "unix_sockets", "file_mounts"])
 def test_a_process_that_exits_during_the_capture_is_exit_1_and_no_dump(
     child: subprocess.Popen[bytes], mocker: MockerFixture, when: str
 ) -> None:
-    real = getattr(capture_module, when)
+    module = sockets if when == "unix_sockets" else objects
+    real = getattr(module, when)
 
     def exit_first(*args: Any) -> Any:
         _kill_and_leave_a_zombie(child)  # the fault: the process dies here, its /proc/PID stays
         return real(*args)
 
-    mocker.patch.object(capture_module, when, side_effect=exit_first)
+    mocker.patch.object(module, when, side_effect=exit_first)
     with pytest.raises(ProcessExited) as raised:
         capture_pid(child.pid)
     assert raised.value.exit_status == 1
@@ -133,13 +133,13 @@ def test_the_command_writes_no_dump_when_the_process_exits(child: subprocess.Pop
     out = tmp_path / "dump.json"
     script = (
         "import os, sys, signal, time\n"
-        "from planner import capture\n"
-        "real = capture._fs_link\n"
+        "from planner.inputs.capture import objects\n"
+        "real = objects.fs_link\n"
         "def dying(*args):\n"
         f"    os.kill({child.pid}, signal.SIGKILL)\n"
         f"    while open('/proc/{child.pid}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z': time.sleep(0.01)\n"
         "    return real(*args)\n"
-        "capture._fs_link = dying\n"
+        "objects.fs_link = dying\n"
         f"sys.argv = ['overmount', 'capture', '--pid', '{child.pid}', '-o', {str(out)!r}]\n"
         "from planner.cli import main; main()\n"
     )

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from planner import kernel
-from planner.dump import from_json, load
 from planner.errors import PlannerError
 from planner.execute import execute, execute_here
+from planner.inputs import load
+from planner.inputs.dump_json import from_json
 from planner.plan import make_plan
 from planner.replica import build_replica
 from planner.tree import MountTree

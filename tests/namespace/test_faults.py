@@ -35,8 +35,9 @@ import pytest
 from pytest_mock import MockerFixture
 
 from planner import kernel
-from planner.dump import Dump, load
+from planner.dump import Dump
 from planner.execute import Executor, execute_here
+from planner.inputs import load
 from planner.plan import make_plan
 from planner.progress import Progress
 from planner.tree import MountTree

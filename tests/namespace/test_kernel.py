@@ -9,6 +9,7 @@ import socket
 import pytest
 
 from planner import kernel
+from planner.errors import NamespaceChildError
 
 pytestmark = pytest.mark.namespace
 
@@ -62,9 +63,9 @@ def _mount_api_smoke() -> dict[str, object]:
     sock.bind("/tmp/a/sock")
     sock.listen()
     ino = os.fstat(sock.fileno()).st_ino
-    name, dev, vfs_ino = kernel.unix_socket_diag([ino])[ino]
+    found = kernel.unix_socket_diag([ino])[ino]
     st = os.stat("/tmp/a/sock")
-    out["diag"] = (name, dev, vfs_ino) == ("/tmp/a/sock", st.st_dev, st.st_ino)
+    out["diag"] = (found.name, found.vfs_st_dev, found.vfs_ino) == ("/tmp/a/sock", st.st_dev, st.st_ino)
     return out
 
 
@@ -102,9 +103,10 @@ def test_child_errors_come_back() -> None:
     def odd() -> None:
         raise Odd(1, 2)
 
-    with pytest.raises(kernel.NamespaceChildError, match="Odd: 1/2"):
+    with pytest.raises(NamespaceChildError, match="Odd: 1/2"):
         kernel.run_in_namespace(odd)
 
 
 def test_kernel_dev_encoding() -> None:
-    assert kernel.kernel_dev_to_user(254 << 20 | 3) == os.makedev(254, 3)
+    assert kernel.split_kernel_dev(254 << 20 | 3) == (254, 3)
+    assert kernel.UnixSocket(1, 1, 10, "/s", (254, 3), 7).vfs_st_dev == os.makedev(254, 3)

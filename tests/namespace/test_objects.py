@@ -14,12 +14,12 @@ from pytest_mock import MockerFixture
 
 from planner import kernel
 from planner.check import check_plan
-from planner.dump import load
-from planner.errors import PlannerError
+from planner.errors import PlannerError, ReplicaError
 from planner.execute import execute
+from planner.inputs import load
 from planner.mountinfo import parse
 from planner.plan import make_plan
-from planner.replica import ReplicaError, build_replica
+from planner.replica import build_replica
 from planner.steps import Step
 from planner.targets import Target
 from planner.tree import MountTree

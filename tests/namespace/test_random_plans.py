@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 from planner import mountinfo
-from planner.errors import PlanRefused
+from planner.errors import PlanRefused, ReplicaError
 from planner.execute import execute
 from planner.plan import make_plan
 from planner.progress import Progress
-from planner.replica import ReplicaError, check_replicable
+from planner.replica import check_replicable
 from planner.targets import Target
 from planner.tree import MountTree
 from tests import oracle

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from planner.capture import _diag_unix, capture_pid
+from planner import kernel
+from planner.inputs.capture import capture_pid
 from planner.mountinfo import parse
 from tests.conftest import REPO
 from tests.namespace.children import PRELUDE, Children
@@ -147,7 +148,7 @@ def _capture_as_nobody(pid: int) -> dict[str, Any]:
     # As root first: pyroute2 and the modules it imports lazily are loaded while they can be (this
     # interpreter lives under /root, which uid 65534 cannot read).
     capture_pid(os.getpid())
-    _diag_unix(set())
+    kernel.unix_socket_diag((), fresh=True)
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from planner.dump import load
+from planner.inputs import load
 from planner.plan import make_plan
 from planner.tree import MountTree
 from tests.conftest import REPO
@@ -35,7 +35,7 @@ HOLDER = textwrap.dedent(
     """
     import json, os, signal, sys, time
     from planner import kernel
-    from planner.dump import load
+    from planner.inputs import load
     from planner.execute import Executor, _named_by_handle
     from planner.replica import build_replica
 

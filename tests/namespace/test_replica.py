@@ -8,8 +8,9 @@ import os
 import pytest
 
 from planner import kernel, msflags
+from planner.errors import ReplicaError
 from planner.mountinfo import Mount, parse
-from planner.replica import ReplicaError, build_replica, check_replicable
+from planner.replica import build_replica, check_replicable
 from planner.targets import Target
 
 pytestmark = pytest.mark.namespace

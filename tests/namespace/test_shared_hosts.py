@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from planner import kernel
-from planner.dump import load
 from planner.execute import Executor, _named_by_handle
+from planner.inputs import load
 from planner.mountinfo import parse
 from planner.plan import make_plan
 from planner.replica import build_replica

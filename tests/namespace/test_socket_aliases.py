@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from planner import kernel
-from planner.capture import capture_pid
-from planner.dump import from_json
 from planner.errors import PlanRefused
 from planner.execute import Executor, execute, execute_here
+from planner.inputs.capture import capture_pid
+from planner.inputs.dump_json import from_json
 from planner.mountinfo import Mount
 from planner.plan import make_plan
 from planner.replica import Replica

@@ -10,10 +10,9 @@ from hypothesis import HealthCheck, given, reject, settings
 from planner import mountinfo
 from planner.analysis import analyze
 from planner.check import check_plan
-from planner.errors import PlanRefused
+from planner.errors import PlanRefused, ReplicaError
 from planner.execute import execute
 from planner.plan import make_plan
-from planner.replica import ReplicaError
 from planner.targets import Target
 from planner.tree import MountTree
 from tests import test_check

@@ -1,74 +1,25 @@
-"""CRIU images, decoded by crit, to an overmount-dump/1 dict (pure: reads JSON text, no syscalls).
+"""CRIU image entries -> mounts and targets (pure: entries in, an overmount-dump/1 dict out).
 
-Checked against CRIU 4.2 (crit 4.2, kernel 6.18). Decode the images of a dump
-directory to JSON with crit first; this module never reads the binary .img files::
-
-    cd /path/to/criu-dump
-    crit decode --pretty -i mountpoints-10.img -o mountpoints-10.json  # the mount table (required)
-    crit decode --pretty -i files.img        -o files.json             # REG and UNIXSK file entries
-    crit decode --pretty -i pstree.img       -o pstree.json            # which pid is the root task
-    crit decode --pretty -i ids-1.img        -o ids-1.json             # its mnt_ns_id / files_id
-    crit decode --pretty -i fdinfo-2.img     -o fdinfo-2.json          # its open fds
-    crit decode --pretty -i fs-1.img         -o fs-1.json              # its cwd and root
-    crit decode --pretty -i mm-1.img         -o mm-1.json              # its file mappings
-    crit decode --pretty -i inventory.img    -o inventory.json         # fdinfo per id or per pid
-
-or all at once: ``for i in *.img; do crit decode --pretty -i "$i" -o "${i%.img}.json"; done``.
-``crit decode`` without ``--pretty`` is accepted too (numbers instead of flag names).
-
-``dump_from_crit(directory)`` finds the files by those names: the root task is the
-first ``pstree.json`` entry; its ``ids-PID.json`` names the mount namespace
-(``mountpoints-<mnt_ns_id>.json``) and the fd table (``fdinfo-<files_id>.json``,
-or ``fdinfo-PID.json`` when ``inventory.json`` says ``fdinfo_per_id`` is false).
-Other tasks in that mount namespace contribute their targets too. Without
-pstree/ids, a directory holding exactly one file of each kind is used as is.
-
-``dump_from_crit({"mountpoints": ..., "files": ..., "fdinfo": ..., "fs": ..., "mm": ...})``
-takes the paths of one task's images; only "mountpoints" is required.
-
-What the result holds (overmount-dump/1 plus two extra fields):
-
-- ``mountinfo``: one line per mnt_entry, rebuilt from the image. CRIU does not
-  carry everything mountinfo shows: the filesystem type of mounts it calls
-  "unsupported" (``fstype`` 0: ext4, btrfs, xfs, ... on the root or external
-  mounts) becomes ``unknown``; ``propagate_from:N`` is not kept; a mount with
-  neither relatime nor noatime lost its other per-mount flags in CRIU's parser
-  (``*flags = MS_STRICTATIME``); uid=/gid= options are already mapped into the
-  dumped user namespace.
-- ``targets``: ``open`` for each REG or FIFO fd (``fdN``, the lowest of the fds
-  sharing one open file; a FIFO's path is in the REG entry of its id), with
-  ``file_type`` from the entry's ``mode`` and ``access`` from its ``flags``;
-  ``chdir`` for the cwd (``cwd``) and ``root`` for a root that is not ``/``
-  (``root``, from fs ``root_id``); ``mmap`` per mapped file (``map-<file id>``),
-  ``bind`` per unix socket bound to a path (``sk-<file id>``; connected stream
-  sockets, which CRIU does not re-bind, and abstract names are left out). Tasks
-  other than the root one get ``@PID`` appended to ``fdN``, ``cwd`` and ``root``.
-- ``skipped``: ``{"id", "kind", "path", "mount", "reason"}`` for objects that
-  cannot be targets (no mount id, a mount outside the table, external files, a
-  root that is the namespace's own, fds of other types: pipes, eventfds, ...).
-- ``notes``: what the conversion could not carry, one string each.
+Whatever brought the entries (crit's JSON here, binary images or a checkpoint archive elsewhere),
+this turns one task set's images into the dump: `mnt_entry`s into mountinfo lines in the kernel's
+order, and the root task's (and its namespace mates') fds, cwd, root, mappings and bound unix
+sockets into targets, or into `skipped` with the reason. See planner.inputs.criu for the fields.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import quopri
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from planner.dump import json_element_lines, read_limited
+from planner.dump import DUMP_FORMAT
 from planner.errors import DumpError
+from planner.inputs.targets import TargetCollector
 from planner.mountinfo import Mount, render_line
 from planner.progress import Progress, every, quiet
-from planner.targets import file_type_of
-
-# How to turn a CRIU dump directory's images into what we read, and where crit comes from.
-CRIT_DECODE = ("decode the images first: for i in *.img; do crit decode --pretty -i \"$i\" -o \"${i%.img}.json\"; done "
-               "(crit comes with CRIU: apt install criu)")
-
-FORMAT = "overmount-dump/1"
+from planner.targets import file_type_of, is_accepted_connection
 
 # images/mnt.proto `enum fstype` -> the kernel's name, as criu/filesystems.c spells it.
 # AUTO (16) means "mounted by name": the name is in the entry's `fsname`.
@@ -176,9 +127,6 @@ _SK_STATES = {
     "LAST_ACK": 9,
     "LISTEN": 10,
 }
-SOCK_STREAM, SOCK_SEQPACKET = 1, 5
-TCP_ESTABLISHED = 1
-
 # The image kinds a paths dict may name, with the magic crit prints for each.
 MAGICS = {
     "mountpoints": "MNTS",
@@ -190,15 +138,8 @@ MAGICS = {
     "ids": "IDS",
     "inventory": "INVENTORY",
 }
-# [0-9], not \d: \d also matches digits int() refuses ('²') or that no crit writes ('٣').
-_NAME = re.compile(r"^(mountpoints|fdinfo|fs|mm|ids)-([0-9]{1,18})\.json$")
-
-
-# --- reading crit's JSON --------------------------------------------------------------------
-
-
 @dataclass
-class _Image:
+class Image:
     """One decoded image: its entries, and where each entry starts in the file (for errors)."""
 
     source: str
@@ -214,41 +155,7 @@ class _Image:
         return DumpError(self.source, self.line(index), f"entry {index}: {reason}")
 
 
-def _load(source: str, text: str, kind: str) -> _Image:
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DumpError(source, exc.lineno, f"not JSON from crit decode: {exc.msg}") from None
-    if not isinstance(doc, dict):
-        raise DumpError(source, 1, "crit decode output is an object with 'magic' and 'entries'")
-    magic = doc.get("magic")
-    want = MAGICS[kind]
-    if magic != want:
-        raise DumpError(source, 1, f"magic is {magic!r}, expected {want!r} (a {kind} image)")
-    entries = doc.get("entries")
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise DumpError(source, 1, "'entries' must be a list of objects")
-    # Where each entry's '{' is: errors name that line.
-    return _Image(source, entries, list(json_element_lines(text, "entries", named_by=None)))
-
-
-def _read(path: str, kind: str) -> _Image:
-    try:
-        with open(path, "rb") as handle:
-            raw = read_limited(handle, path)
-    except OSError as exc:
-        raise DumpError(path, None, f"cannot read: {exc.strerror or exc}") from None
-    if raw.lstrip()[:1] != b"{":
-        # A CRIU image starts with binary magic numbers; crit's JSON with '{'.
-        raise DumpError(path, 1, f"not crit JSON (a binary image?): decode it with `crit decode --pretty -i IMAGE.img -o {kind}-N.json`")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DumpError(path, raw.count(b"\n", 0, exc.start) + 1, f"not UTF-8 text at byte {exc.start}") from None
-    return _load(path, text, kind)
-
-
-def _int(image: _Image, index: int, entry: dict[str, Any], key: str, default: int | None = None) -> int:
+def int_field(image: Image, index: int, entry: dict[str, Any], key: str, default: int | None = None) -> int:
     """An integer field: crit --pretty prints hex fields as '0x..', dev fields as 'major:minor'."""
     if key not in entry:
         if default is not None:
@@ -267,7 +174,7 @@ def _int(image: _Image, index: int, entry: dict[str, Any], key: str, default: in
     raise image.fail(index, f"{key} is not a number: {value!r}")
 
 
-def _str(image: _Image, index: int, entry: dict[str, Any], key: str, default: str | None = None) -> str:
+def _str(image: Image, index: int, entry: dict[str, Any], key: str, default: str | None = None) -> str:
     if key not in entry:
         if default is not None:
             return default
@@ -278,7 +185,7 @@ def _str(image: _Image, index: int, entry: dict[str, Any], key: str, default: st
     return value
 
 
-def _dev(image: _Image, index: int, entry: dict[str, Any]) -> tuple[int, int]:
+def _dev(image: Image, index: int, entry: dict[str, Any]) -> tuple[int, int]:
     """root_dev: 'major:minor' from --pretty, else the kernel's dev_t (major << 20 | minor)."""
     value = entry.get("root_dev")
     if isinstance(value, str) and re.fullmatch(r"[0-9]{1,18}:[0-9]{1,18}", value):
@@ -291,7 +198,7 @@ def _dev(image: _Image, index: int, entry: dict[str, Any]) -> tuple[int, int]:
     raise image.fail(index, f"root_dev is neither 'major:minor' nor a number: {value!r}")
 
 
-def _flag_bits(image: _Image, index: int, value: Any, names: dict[str, int], what: str) -> int:
+def _flag_bits(image: Image, index: int, value: Any, names: dict[str, int], what: str) -> int:
     """A flags field: an int, or crit's 'A | B | 0x40' rendering.
 
     Names this module does not know (a newer crit's) are ignored: only the bits
@@ -316,7 +223,7 @@ def _flag_bits(image: _Image, index: int, value: Any, names: dict[str, int], wha
     return bits
 
 
-def _enum(image: _Image, index: int, value: Any, names: dict[str, int], what: str) -> int:
+def _enum(image: Image, index: int, value: Any, names: dict[str, int], what: str) -> int:
     """crit prints known enum values by name and others as numbers; -1 for a name not known here."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -359,12 +266,12 @@ def _mount_options(flags: int) -> str:
     return ",".join(parts)
 
 
-def _mount_from_entry(image: _Image, index: int, entry: dict[str, Any], notes: list[str]) -> Mount:
-    mnt_id = _int(image, index, entry, "mnt_id")
-    parent = _int(image, index, entry, "parent_mnt_id")
+def _mount_from_entry(image: Image, index: int, entry: dict[str, Any], notes: list[str]) -> Mount:
+    mnt_id = int_field(image, index, entry, "mnt_id")
+    parent = int_field(image, index, entry, "parent_mnt_id")
     major, minor = _dev(image, index, entry)
-    flags = _int(image, index, entry, "flags")
-    sb_flags = _int(image, index, entry, "sb_flags", 0)
+    flags = int_field(image, index, entry, "flags")
+    sb_flags = int_field(image, index, entry, "sb_flags", 0)
     root = _str(image, index, entry, "root")
     if entry.get("deleted") and not root.endswith("//deleted"):
         root += "//deleted"  # how the kernel's mountinfo shows an unlinked root (dentry_path())
@@ -374,7 +281,7 @@ def _mount_from_entry(image: _Image, index: int, entry: dict[str, Any], notes: l
     if not mountpoint.startswith("/"):
         raise image.fail(index, f"mount {mnt_id}: mountpoint is not absolute: {mountpoint!r}")
 
-    code = _int(image, index, entry, "fstype")
+    code = int_field(image, index, entry, "fstype")
     fsname = entry.get("fsname")
     if code == FSTYPE_AUTO or (code == FSTYPE_UNSUPPORTED and fsname):
         fstype = fsname if isinstance(fsname, str) and fsname else "unknown"
@@ -387,8 +294,8 @@ def _mount_from_entry(image: _Image, index: int, entry: dict[str, Any], notes: l
             notes.append(f"mount {mnt_id}: fstype {code} is not in CRIU 4.2's mnt.proto; written as 'unknown'")
 
     optional: list[str] = []
-    shared = _int(image, index, entry, "shared_id", 0)
-    master = _int(image, index, entry, "master_id", 0)
+    shared = int_field(image, index, entry, "shared_id", 0)
+    master = int_field(image, index, entry, "master_id", 0)
     if shared:
         optional.append(f"shared:{shared}")
     # CRIU sets master_id to -1 (stored as uint32) when the master is the dump root's own master.
@@ -423,7 +330,7 @@ def _mount_from_entry(image: _Image, index: int, entry: dict[str, Any], notes: l
     )
 
 
-def _order_mounts(image: _Image, mounts: list[Mount]) -> list[Mount]:
+def _order_mounts(image: Image, mounts: list[Mount]) -> list[Mount]:
     """Mountinfo order, then parents before children.
 
     CRIU's parse_mountinfo() prepends each line to its list, and dump_mnt_ns()
@@ -460,7 +367,7 @@ def _order_mounts(image: _Image, mounts: list[Mount]) -> list[Mount]:
     return out
 
 
-def mounts_from_image(image: _Image, notes: list[str], progress: Progress = quiet) -> list[Mount]:
+def mounts_from_image(image: Image, notes: list[str], progress: Progress = quiet) -> list[Mount]:
     total = len(image.entries)
     every_so_often = every(total)
     mounts = []
@@ -482,62 +389,22 @@ _OPEN_FLAGS = {"O_WRONLY": 0o1, "O_RDWR": 0o2, "O_PATH": _O_PATH}
 
 
 @dataclass
-class _Collector:
-    mounts: dict[int, Mount]
-    targets: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    seen_ids: set[str] = field(default_factory=set)
-
-    def add(self, target_id: str, kind: str, mount: int | None, path: str | None, **extra: str | bool | None) -> None:
-        """A target; extra: file_type, access and unlinked (dump fields), left out when None."""
-        if target_id in self.seen_ids:
-            return
-        self.seen_ids.add(target_id)
-        reason = self._refuse(mount, path)
-        if reason:
-            self.skip(target_id, kind, path, mount, reason)
-            return
-        assert mount is not None and path is not None
-        target: dict[str, Any] = {"id": target_id, "kind": kind, "mount": mount, "path": path}
-        target.update((k, v) for k, v in extra.items() if v is not None)
-        self.targets.append(target)
-
-    def skip(self, target_id: str, kind: str, path: str | None, mount: int | None, reason: str) -> None:
-        self.seen_ids.add(target_id)
-        self.skipped.append({"id": target_id, "kind": kind, "path": path, "mount": mount, "reason": reason})
-
-    def _refuse(self, mount: int | None, path: str | None) -> str | None:
-        if path is None or not path.startswith("/"):
-            return f"no absolute path ({path!r})"
-        if mount is None or mount < 0:
-            return "CRIU recorded no mount id"
-        where = self.mounts.get(mount)
-        if where is None:
-            return f"mount {mount} is not in this mount namespace's table"
-        top = where.mountpoint
-        if not (top == "/" or path == top or path.startswith(top + "/")):
-            return f"path is not under mount {mount}'s mountpoint {top}"
-        return None
-
-
-@dataclass
 class _Files:
     """files.img: REG entries (name, mnt_id) and UNIXSK entries by file id."""
 
-    image: _Image
+    image: Image
     reg: dict[int, tuple[int, dict[str, Any]]]
     usk: dict[int, tuple[int, dict[str, Any]]]
 
     @classmethod
-    def from_image(cls, image: _Image) -> _Files:
+    def from_image(cls, image: Image) -> _Files:
         reg: dict[int, tuple[int, dict[str, Any]]] = {}
         usk: dict[int, tuple[int, dict[str, Any]]] = {}
         for index, entry in enumerate(image.entries):
             kind = entry.get("type")
             if kind not in ("REG", "UNIXSK", 1, 5):
                 continue
-            file_id = _int(image, index, entry, "id")
+            file_id = int_field(image, index, entry, "id")
             key = "reg" if kind in ("REG", 1) else "usk"
             body = entry.get(key)
             if not isinstance(body, dict):
@@ -550,10 +417,10 @@ class _Files:
         if found is None:
             return None
         index, body = found
-        return _str(self.image, index, body, "name"), _int(self.image, index, body, "mnt_id", -1), body
+        return _str(self.image, index, body, "name"), int_field(self.image, index, body, "mnt_id", -1), body
 
 
-def _add_reg(col: _Collector, files: _Files, file_id: int, target_id: str, kind: str) -> None:
+def _add_reg(col: TargetCollector, files: _Files, file_id: int, target_id: str, kind: str) -> None:
     found = files.reg_path(file_id)
     if found is None:
         col.skip(target_id, kind, None, None, f"file id {file_id} is not a REG entry in {files.image.source}")
@@ -581,17 +448,17 @@ def _add_reg(col: _Collector, files: _Files, file_id: int, target_id: str, kind:
     col.add(target_id, kind, mnt_id, name, file_type=file_type, access=access)
 
 
-def _add_socket(col: _Collector, files: _Files, file_id: int, target_id: str) -> None:
+def _add_socket(col: TargetCollector, files: _Files, file_id: int, target_id: str) -> None:
     index, body = files.usk[file_id]
     image = files.image
     encoded = _str(image, index, body, "name", "")
     path = _socket_path(unix_name(encoded))
     if path is None:
         return  # unnamed or abstract: nothing in the filesystem to reach
-    mnt_id = _int(image, index, body, "mnt_id", -1)
+    mnt_id = int_field(image, index, body, "mnt_id", -1)
     sk_type = _enum(image, index, body.get("type", 0), _SK_TYPES, "socket type")
     state = _enum(image, index, body.get("state", 0), _SK_STATES, "socket state")
-    if sk_type in (SOCK_STREAM, SOCK_SEQPACKET) and state == TCP_ESTABLISHED:
+    if is_accepted_connection(sk_type, state):
         # An accepted connection reports its listener's name; CRIU does not bind it (sk-unix.c).
         return
     if not path.startswith("/"):
@@ -608,15 +475,15 @@ def _add_socket(col: _Collector, files: _Files, file_id: int, target_id: str) ->
 
 
 @dataclass
-class _Task:
+class Task:
     pid: int
     suffix: str
-    fdinfo: _Image | None
-    fs: _Image | None
-    mm: _Image | None
+    fdinfo: Image | None
+    fs: Image | None
+    mm: Image | None
 
 
-def _collect_task(col: _Collector, files: _Files | None, task: _Task) -> None:
+def _collect_task(col: TargetCollector, files: _Files | None, task: Task) -> None:
     if files is None:
         if task.fdinfo or task.fs or task.mm:
             col.notes.append("files.json was not given: fds, cwd and mappings cannot be resolved to paths")
@@ -627,8 +494,8 @@ def _collect_task(col: _Collector, files: _Files | None, task: _Task) -> None:
         opened: set[int] = set()
         for index, entry in enumerate(image.entries):
             kind = entry.get("type")
-            file_id = _int(image, index, entry, "id")
-            fd = _int(image, index, entry, "fd")
+            file_id = int_field(image, index, entry, "id")
+            fd = int_field(image, index, entry, "fd")
             if kind in ("REG", 1, "FIFO", 3):
                 # fds sharing a file id share one struct file: CRIU opens it once and dups it.
                 # A FIFO's path and flags are in a REG entry of the same id (criu/fifo.c).
@@ -645,9 +512,9 @@ def _collect_task(col: _Collector, files: _Files | None, task: _Task) -> None:
     if task.fs is not None:
         image = task.fs
         for index, entry in enumerate(image.entries):
-            _add_reg(col, files, _int(image, index, entry, "cwd_id"), f"cwd{sfx}", "chdir")
+            _add_reg(col, files, int_field(image, index, entry, "cwd_id"), f"cwd{sfx}", "chdir")
             if "root_id" in entry:
-                _add_reg(col, files, _int(image, index, entry, "root_id"), f"root{sfx}", "root")
+                _add_reg(col, files, int_field(image, index, entry, "root_id"), f"root{sfx}", "root")
             break
     if task.mm is not None:
         image = task.mm
@@ -661,149 +528,46 @@ def _collect_task(col: _Collector, files: _Files | None, task: _Task) -> None:
                 status = _flag_bits(image, index, vma.get("status", 0), _VMA_BITS, "vma status")
                 if not status & _VMA_FILE or status & _VMA_NOT_REG:
                     continue
-                file_id = _int(image, index, vma, "shmid")
+                file_id = int_field(image, index, vma, "shmid")
                 _add_reg(col, files, file_id, f"map-{file_id}", "mmap")
 
 
-def _all_sockets(col: _Collector, files: _Files) -> None:
+def _all_sockets(col: TargetCollector, files: _Files) -> None:
     # Bound sockets only reached through SCM_RIGHTS in flight, or whose fd table
     # was not given, are still re-bound by CRIU at restore.
     for file_id in sorted(files.usk):
         _add_socket(col, files, file_id, f"sk-{file_id}")
 
 
-# --- entry point ----------------------------------------------------------------------------
+@dataclass
+class ImageSet:
+    """One task set's images, as a source found them: the mount table, files.img, the tasks whose
+    fds, cwd and mappings are read, and notes on what the source could not use."""
+
+    mountpoints: Image
+    files: Image | None
+    tasks: list[Task]
+    notes: list[str] = field(default_factory=list)
 
 
-def _single(image: _Image | None, index: int = 0) -> dict[str, Any] | None:
-    if image is None or not image.entries:
-        return None
-    return image.entries[index]
+def unlisted_reason(mount: int | None) -> str:
+    if mount is None or mount < 0:
+        return "CRIU recorded no mount id"
+    return f"mount {mount} is not in this mount namespace's table"
 
 
-def _from_dir(directory: str) -> tuple[_Image, _Image | None, list[_Task], list[str]]:
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError as exc:
-        raise DumpError(directory, None, f"cannot list: {exc.strerror or exc}") from None
-    numbered: dict[str, dict[int, str]] = {}
-    for name in names:
-        match = _NAME.match(name)
-        if match:
-            numbered.setdefault(match.group(1), {})[int(match.group(2))] = os.path.join(directory, name)
-    notes: list[str] = []
-
-    def opt(name: str, kind: str) -> _Image | None:
-        path = os.path.join(directory, name)
-        return _read(path, kind) if os.path.exists(path) else None
-
-    def only(kind: str) -> str | None:
-        found = numbered.get(kind, {})
-        return next(iter(found.values())) if len(found) == 1 else None
-
-    if "mountpoints" not in numbered:
-        hint = (f": binary .img files here, {CRIT_DECODE}" if any(n.endswith(".img") for n in names) else
-                " (a directory as DUMP is a CRIU dump decoded by crit)")
-        raise DumpError(directory, None, f"no mountpoints-N.json{hint}")
-    files = opt("files.json", "files")
-    pstree = opt("pstree.json", "pstree")
-    inventory = _single(opt("inventory.json", "inventory"))
-    per_id = True if inventory is None else bool(inventory.get("fdinfo_per_id", False))
-
-    pids: list[int] = []
-    if pstree is not None:
-        for index, entry in enumerate(pstree.entries):
-            pids.append(_int(pstree, index, entry, "pid"))
-    root_ns: int | None = None
-    tasks: list[_Task] = []
-    seen_files: set[int] = set()
-    if pids and pids[0] in numbered.get("ids", {}):
-        for pid in pids:
-            ids_path = numbered.get("ids", {}).get(pid)
-            if ids_path is None:
-                notes.append(f"task {pid}: no ids-{pid}.json; its targets are not read")
-                continue
-            ids_image = _read(ids_path, "ids")
-            ids = _single(ids_image)
-            if ids is None:
-                raise DumpError(ids_path, None, "no entries")
-            mnt_ns = _int(ids_image, 0, ids, "mnt_ns_id")
-            if root_ns is None:
-                root_ns = mnt_ns
-            elif mnt_ns != root_ns:
-                notes.append(f"task {pid}: in another mount namespace (mnt_ns_id {mnt_ns}); its targets are not read")
-                continue
-            files_id = _int(ids_image, 0, ids, "files_id", pid)
-            fd_key = files_id if per_id else pid
-            fdinfo_path = numbered.get("fdinfo", {}).get(fd_key)
-            fdinfo = None
-            if fdinfo_path and fd_key not in seen_files:
-                fdinfo = _read(fdinfo_path, "fdinfo")
-                seen_files.add(fd_key)
-            fs_path = numbered.get("fs", {}).get(pid)
-            mm_path = numbered.get("mm", {}).get(pid)
-            tasks.append(
-                _Task(
-                    pid=pid,
-                    suffix="" if not tasks else f"@{pid}",
-                    fdinfo=fdinfo,
-                    fs=_read(fs_path, "fs") if fs_path else None,
-                    mm=_read(mm_path, "mm") if mm_path else None,
-                )
-            )
-        mnt_path = numbered["mountpoints"].get(root_ns) if root_ns is not None else None
-        if mnt_path is None:
-            raise DumpError(directory, None, f"no mountpoints-{root_ns}.json for the root task's mount namespace")
-    else:
-        mnt_path = only("mountpoints")
-        if mnt_path is None:
-            raise DumpError(directory, None, "several mountpoints-N.json and no pstree.json/ids-PID.json to choose one")
-        single = {kind: only(kind) for kind in ("fdinfo", "fs", "mm")}
-        tasks.append(
-            _Task(
-                pid=0,
-                suffix="",
-                fdinfo=_read(single["fdinfo"], "fdinfo") if single["fdinfo"] else None,
-                fs=_read(single["fs"], "fs") if single["fs"] else None,
-                mm=_read(single["mm"], "mm") if single["mm"] else None,
-            )
-        )
-        for kind in ("fdinfo", "fs", "mm"):
-            if numbered.get(kind) and single[kind] is None:
-                notes.append(f"several {kind}-N.json and no pstree.json/ids-PID.json: none of them read")
-    return _read(mnt_path, "mountpoints"), files, tasks, notes
-
-
-def _from_paths(paths: dict[str, str]) -> tuple[_Image, _Image | None, list[_Task], list[str]]:
-    allowed = ("mountpoints", "files", "fdinfo", "fs", "mm")
-    for key in paths:
-        if key not in allowed:
-            raise DumpError("<crit paths>", None, f"unknown image kind {key!r} (expected one of {', '.join(allowed)})")
-    if "mountpoints" not in paths:
-        raise DumpError("<crit paths>", None, "the 'mountpoints' image is required")
-
-    def opt(kind: str) -> _Image | None:
-        return _read(paths[kind], kind) if kind in paths else None
-
-    task = _Task(pid=0, suffix="", fdinfo=opt("fdinfo"), fs=opt("fs"), mm=opt("mm"))
-    return _read(paths["mountpoints"], "mountpoints"), opt("files"), [task], []
-
-
-def dump_from_crit(paths: dict[str, str] | str | os.PathLike[str], progress: Progress = quiet) -> dict[str, Any]:
-    """An overmount-dump/1 dict from crit-decoded JSON images (a directory, or paths by kind)."""
-    if isinstance(paths, dict):
-        mnt_image, files_image, tasks, notes = _from_paths(paths)
-    else:
-        mnt_image, files_image, tasks, notes = _from_dir(os.fspath(paths))
-    mounts = mounts_from_image(mnt_image, notes, progress)
-    col = _Collector(mounts={m.mount_id: m for m in mounts}, notes=notes)
-    files = _Files.from_image(files_image) if files_image is not None else None
-    for task in tasks:
+def dump_from_images(images: ImageSet, progress: Progress = quiet) -> dict[str, Any]:
+    """An overmount-dump/1 dict (plus `skipped` and `notes`) from one task set's images."""
+    notes = list(images.notes)
+    mounts = mounts_from_image(images.mountpoints, notes, progress)
+    col = TargetCollector(mounts, unlisted_reason, notes)
+    files = _Files.from_image(images.files) if images.files is not None else None
+    for task in images.tasks:
         _collect_task(col, files, task)
     if files is not None:
         _all_sockets(col, files)
     return {
-        "format": FORMAT,
+        "format": DUMP_FORMAT,
         "mountinfo": "".join(render_line(m) + "\n" for m in mounts),
         "targets": col.targets,
         "skipped": col.skipped,
