@@ -18,7 +18,7 @@ as `ulimit -n 1024` does (the replica must keep its fds bounded), then builds th
     open:       openat2(path, O_RDONLY), statx(fd), fcntl(F_GETFL), close(fd)
     move-back:  openat2(from, O_PATH), statx(fd), openat2(to, O_PATH), move_mount(fd -> fd),
                 close(to fd), close(from fd), statx(to)
-- executor: planner.execute.Executor.run_step on the same steps (yard-create, which makes the
+- executor: planner.executor.operations.Executor.run_step on the same steps (yard-create, which makes the
   slot directories, and yard-remove timed apart), with all its checking and its journal.
 
 Before timing, one untimed executor pass records, step by step, the syscalls it makes (its
@@ -305,18 +305,20 @@ def _same_run(program: list[tuple[Any, ...]], yard: str, slots: list[str]) -> di
 
 
 def _executor_run(replica: Any, targets: list[Target], steps: list[dict[str, Any]]) -> dict[str, float]:
-    from planner.execute import Executor
+    from planner.executor.operations import Executor
+    from planner.executor.run import as_steps
 
     ex = Executor(replica, targets)
-    ex.prepare(steps)
+    plan = as_steps(steps)
+    ex.prepare(plan)
     spent: dict[str, float] = {}
     clock = time.perf_counter
     try:
-        for index, step in enumerate(steps):
+        for index, step in enumerate(plan):
             start = clock()
             ex.run_step(index, step)
-            spent[step["op"]] = spent.get(step["op"], 0.0) + clock() - start
-        wrong = [r for r in ex.results.values() if not r["ok"]]
+            spent[step.op] = spent.get(step.op, 0.0) + clock() - start
+        wrong = [r for r in ex.results.values() if not r.ok]
         if wrong or len(ex.results) != len(targets):
             raise AssertionError(f"executor reached {len(ex.results) - len(wrong)} of {len(targets)} targets")
     finally:
@@ -374,15 +376,17 @@ def _executor_syscalls(replica: Any, targets: list[Target], steps: list[dict[str
         traced(fcntl, attr, attr)
     per_op: dict[str, list[str]] = {}
     try:
-        from planner.execute import Executor
+        from planner.executor.operations import Executor
+        from planner.executor.run import as_steps
 
         ex = Executor(replica, targets)
-        ex.prepare(steps)
+        plan = as_steps(steps)
+        ex.prepare(plan)
         try:
-            for index, step in enumerate(steps):
+            for index, step in enumerate(plan):
                 del seen[:]
                 ex.run_step(index, step)
-                op = step["op"]
+                op = step.op
                 if op not in MOVE_OPS:
                     continue
                 if op in per_op and per_op[op] != seen:
@@ -417,14 +421,14 @@ def _measure_here(parent_ns: str, mounts: list[Mount], targets: list[Target], st
                   reps: int) -> dict[str, Any]:
     if os.readlink("/proc/self/ns/mnt") == parent_ns:
         raise RuntimeError("refusing to mount: this process is still in its parent's mount namespace")
-    from planner.execute import _named_by_handle, run_plan
+    from planner.executor.run import as_steps, named_by_handle, run_plan
     from planner.replica import build_replica
 
     # `ulimit -n 1024`, soft and hard: the replica and the executor must keep their fds bounded.
     resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
     start = time.perf_counter()
-    replica = build_replica(mounts, targets, handles_for=_named_by_handle(mounts, steps))
+    replica = build_replica(mounts, targets, handles_for=named_by_handle(mounts, as_steps(steps)))
     replica_s = time.perf_counter() - start
 
     yard = next(s["path"] for s in steps if s["op"] == "yard-create")
@@ -445,12 +449,13 @@ def _measure_here(parent_ns: str, mounts: list[Mount], targets: list[Target], st
         keep("same", _same_run(same, yard, slots))
         keep("exec", _executor_run(replica, targets, steps))
         start = time.perf_counter()
-        report, _ = run_plan(replica, targets, steps)
+        report, _ = run_plan(replica, targets, as_steps(steps))
         full_s = min(full_s, time.perf_counter() - start)
-        if not report["ok"]:
+        if not report.ok:
             break
+    failed = report.failed_step
     return {"replica_s": replica_s, "bare": best["bare"], "same": best["same"], "exec": best["exec"],
-            "full_s": full_s, "full_ok": report["ok"], "failed_step": report["failed_step"], "syscalls": syscalls,
+            "full_s": full_s, "full_ok": report.ok, "failed_step": failed.as_json() if failed else None, "syscalls": syscalls,
             "nofile": nofile}
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 from planner.mountinfo import Mount
 from planner.paths import join, relative
+from planner.simulate import visible
 from planner.targets import Target
 from planner.tree import MountTree
 
@@ -84,6 +85,6 @@ def visible_alias(tree: MountTree, target: Target) -> int | None:
     dumped tree (no move needed), or None."""
     if target.kind != "bind":
         return None
-    landing = tree.visible(target.path)
+    landing = visible(tree, target.path)
     rel = relative(target.path, landing.mountpoint)
     return landing.mount_id if is_alias(tree, target, landing.mount_id, rel) else None

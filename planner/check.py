@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from planner.aliases import is_alias, target_place
@@ -10,7 +10,7 @@ from planner.errors import PlanRejected
 from planner.paths import is_clean, relative
 from planner.progress import Progress, every, quiet
 from planner.simulate import Landing, Namespace, SimError
-from planner.steps import TARGET_OPS, Step
+from planner.steps import TARGET_OPS, MissingField, Step, arguments, handlers_for
 from planner.targets import Target
 from planner.tree import MountTree
 
@@ -120,109 +120,134 @@ def _named(ns: Namespace, path: str, mount_id: int, role: str) -> None:
 
 def apply_step(session: Session, step: Step) -> None:
     """Do one step symbolically; SimError says why the kernel would refuse it or why it is wrong."""
-    ns = session.ns
     for path in (step.path, step.src, step.to):
         if path is None or path in session.clean_paths:
             continue
         if not is_clean(path):
             raise SimError(f"path {path!r} must be absolute with no '.', '..' or empty parts")
         session.clean_paths.add(path)
-    op = step.op
     if step.mount is not None and step.mount == session.stand_in:
         raise SimError(f"mount {step.mount} is not in the dump")
-    if op == "yard-create":
-        assert step.path is not None
-        yard = ns.add(f"yard {step.path}")
-        landing = ns.walk(step.path)
-        unfit = yard_unfit(session, landing.mount)
-        if unfit is not None:
-            raise SimError(f"yard {step.path} would lie in {unfit}; choose --yard on a writable filesystem (a tmpfs)")
-        _place(session, yard, step.path, f"yard {step.path}")
-        session.yards[step.path] = yard
-        session.in_yard[yard] = set()
-        for keeper, slot in session.waiting.pop(step.path, ()):
-            _place(session, keeper, slot, f"keeper {slot}", makes_it=True)
-    elif op == "yard-remove":
-        assert step.path is not None
-        if step.path not in session.yards:
-            raise SimError(f"no yard was created at {step.path}")
-        yard = session.yards[step.path]
-        _named(ns, step.path, yard, "yard")
-        left = [key for key in ns.children if key[0] == yard]
-        if left:
-            raise SimError(f"yard {step.path} still holds {', '.join(_name(ns, i) for k in left for i in ns.children[k])}")
-        ns.detach(yard)
-        del session.yards[step.path]
-        del session.in_yard[yard]
-    elif op in ("move-aside", "move-back"):
-        assert step.mount is not None and step.src is not None and step.to is not None
-        if step.mount not in ns.parent or step.mount < 0:
-            raise SimError(f"mount {step.mount} is not in the dump")
-        _named(ns, step.src, step.mount, "source")
-        parent = ns.parent[step.mount]
-        if parent is None:
-            raise SimError(f"{_name(ns, step.mount)} is the root mount: it cannot be moved")
-        if parent == session.stand_in:
-            raise SimError(f"{_name(ns, step.mount)}'s parent is not in the table: the kernel refuses the move if it is "
-                           "shared, and nothing says whether it is")
-        if step.mount in session.locked:
-            # fs/namespace.c do_move_mount(): a mount locked to its parent cannot leave it
-            raise SimError(f"the kernel would refuse (EINVAL): {_name(ns, step.mount)} is locked to its parent (inherited into a user namespace)")
-        if ns.group[parent] is not None:
-            # fs/namespace.c do_move_mount(): "moving a mount residing under a shared mount is unsupported"
-            raise SimError(f"the kernel would refuse (EINVAL): {_name(ns, step.mount)}'s parent {_name(ns, parent)} is shared")
-        landing = ns.walk(step.to)
-        if ns.in_subtree(landing.mount, step.mount):
-            raise SimError(f"the kernel would refuse (ELOOP): {step.to} lies inside {_name(ns, step.mount)}, the mount being moved")
-        ns.detach(step.mount)
-        try:
-            # The walk of `to` did not enter the moved mount, so taking it away leaves that walk as it was.
-            _place(session, step.mount, step.to, f"destination {step.to}", makes_it=op == "move-aside", landing=landing)
-        except SimError:
-            ns.attach(step.mount, step.src)
-            raise
-    elif op == "keeper-bind":
-        assert step.mount is not None and step.src is not None and step.to is not None
-        _named(ns, step.src, step.mount, "keeper source")
-        if step.mount in session.unbindable:
-            raise SimError(f"the kernel would refuse (EINVAL) to bind {_name(ns, step.mount)}: it is unbindable, so no keeper can join its group")
-        # A bind of a shared mount joins its peer group (and its master, if it is a slave).
-        keeper = ns.add(f"keeper of {ns.label(step.mount)}", ns.group[step.mount], ns.master[step.mount])
-        yard_path, _, name = step.to.rpartition("/")
-        if yard_path in session.planned_yards and yard_path not in session.yards and name:
-            # The yard is not made yet (its own mount is being bracketed): the keeper waits for it.
-            session.waiting.setdefault(yard_path, []).append((keeper, step.to))
-        else:
-            _place(session, keeper, step.to, f"keeper {step.to}", makes_it=True)
-        session.keepers[keeper] = step.mount
-    elif op == "make-private":
-        assert step.mount is not None and step.path is not None
-        _named(ns, step.path, step.mount, "path")
-        ns.group[step.mount] = ns.master[step.mount] = None
-        session.unbindable.discard(step.mount)  # MS_PRIVATE clears MNT_UNBINDABLE too (change_mnt_propagation)
-    elif op == "rejoin-group":
-        assert step.mount is not None and step.src is not None and step.to is not None
-        keeper = ns.mount_at(step.src)
-        if session.keepers.get(keeper) != step.mount:
-            raise SimError(f"{step.src} names {_name(ns, keeper)}, not a keeper of mount {step.mount}")
-        _named(ns, step.to, step.mount, "destination")
-        if ns.group[step.mount] is not None or ns.master[step.mount] is not None:
-            raise SimError(f"MOVE_MOUNT_SET_GROUP needs {ns.label(step.mount)} private first")
-        ns.group[step.mount], ns.master[step.mount] = ns.group[keeper], ns.master[keeper]
-    elif op == "keeper-remove":
-        assert step.mount is not None and step.path is not None
-        keeper = ns.mount_at(step.path)
-        if session.keepers.get(keeper) != step.mount:
-            raise SimError(f"{step.path} names {_name(ns, keeper)}, not a keeper of mount {step.mount}")
-        parent, rel = ns.parent[keeper], ns.rel[keeper]
-        ns.detach(keeper)
-        del session.keepers[keeper]
-        if parent in session.in_yard and (parent, rel) not in ns.children:  # the executor removes the keeper's slot
-            session.in_yard[parent].discard(rel)
-    elif op in TARGET_OPS:
-        _reach_target(session, step)
+    handler = _OPS.get(step.op)
+    if handler is None:
+        raise SimError(f"unknown op {step.op!r}")
+    try:
+        args = arguments(step)
+    except MissingField as err:
+        raise SimError(str(err)) from None
+    handler(session, *args)
+
+
+def _yard_create(session: Session, path: str) -> None:
+    ns = session.ns
+    yard = ns.add(f"yard {path}")
+    landing = ns.walk(path)
+    unfit = yard_unfit(session, landing.mount)
+    if unfit is not None:
+        raise SimError(f"yard {path} would lie in {unfit}; choose --yard on a writable filesystem (a tmpfs)")
+    _place(session, yard, path, f"yard {path}")
+    session.yards[path] = yard
+    session.in_yard[yard] = set()
+    for keeper, slot in session.waiting.pop(path, ()):
+        _place(session, keeper, slot, f"keeper {slot}", makes_it=True)
+
+
+def _yard_remove(session: Session, path: str) -> None:
+    ns = session.ns
+    if path not in session.yards:
+        raise SimError(f"no yard was created at {path}")
+    yard = session.yards[path]
+    _named(ns, path, yard, "yard")
+    left = [key for key in ns.children if key[0] == yard]
+    if left:
+        raise SimError(f"yard {path} still holds {', '.join(_name(ns, i) for k in left for i in ns.children[k])}")
+    ns.detach(yard)
+    del session.yards[path]
+    del session.in_yard[yard]
+
+
+def _move_aside(session: Session, mount: int, src: str, to: str) -> None:
+    _move(session, mount, src, to, makes_it=True)
+
+
+def _move_back(session: Session, mount: int, src: str, to: str) -> None:
+    _move(session, mount, src, to, makes_it=False)
+
+
+def _move(session: Session, mount: int, src: str, to: str, makes_it: bool) -> None:
+    """move_mount(2) of the mount `src` names onto `to`; makes_it: a move-aside makes its slot."""
+    ns = session.ns
+    if mount not in ns.parent or mount < 0:
+        raise SimError(f"mount {mount} is not in the dump")
+    _named(ns, src, mount, "source")
+    parent = ns.parent[mount]
+    if parent is None:
+        raise SimError(f"{_name(ns, mount)} is the root mount: it cannot be moved")
+    if parent == session.stand_in:
+        raise SimError(f"{_name(ns, mount)}'s parent is not in the table: the kernel refuses the move if it is "
+                       "shared, and nothing says whether it is")
+    if mount in session.locked:
+        # fs/namespace.c do_move_mount(): a mount locked to its parent cannot leave it
+        raise SimError(f"the kernel would refuse (EINVAL): {_name(ns, mount)} is locked to its parent (inherited into a user namespace)")
+    if ns.group[parent] is not None:
+        # fs/namespace.c do_move_mount(): "moving a mount residing under a shared mount is unsupported"
+        raise SimError(f"the kernel would refuse (EINVAL): {_name(ns, mount)}'s parent {_name(ns, parent)} is shared")
+    landing = ns.walk(to)
+    if ns.in_subtree(landing.mount, mount):
+        raise SimError(f"the kernel would refuse (ELOOP): {to} lies inside {_name(ns, mount)}, the mount being moved")
+    ns.detach(mount)
+    try:
+        # The walk of `to` did not enter the moved mount, so taking it away leaves that walk as it was.
+        _place(session, mount, to, f"destination {to}", makes_it=makes_it, landing=landing)
+    except SimError:
+        ns.attach(mount, src)
+        raise
+
+
+def _keeper_bind(session: Session, mount: int, src: str, to: str) -> None:
+    ns = session.ns
+    _named(ns, src, mount, "keeper source")
+    if mount in session.unbindable:
+        raise SimError(f"the kernel would refuse (EINVAL) to bind {_name(ns, mount)}: it is unbindable, so no keeper can join its group")
+    # A bind of a shared mount joins its peer group (and its master, if it is a slave).
+    keeper = ns.add(f"keeper of {ns.label(mount)}", ns.group[mount], ns.master[mount])
+    yard_path, _, name = to.rpartition("/")
+    if yard_path in session.planned_yards and yard_path not in session.yards and name:
+        # The yard is not made yet (its own mount is being bracketed): the keeper waits for it.
+        session.waiting.setdefault(yard_path, []).append((keeper, to))
     else:
-        raise SimError(f"unknown op {op!r}")
+        _place(session, keeper, to, f"keeper {to}", makes_it=True)
+    session.keepers[keeper] = mount
+
+
+def _make_private(session: Session, mount: int, path: str) -> None:
+    ns = session.ns
+    _named(ns, path, mount, "path")
+    ns.group[mount] = ns.master[mount] = None
+    session.unbindable.discard(mount)  # MS_PRIVATE clears MNT_UNBINDABLE too (change_mnt_propagation)
+
+
+def _rejoin_group(session: Session, mount: int, src: str, to: str) -> None:
+    ns = session.ns
+    keeper = ns.mount_at(src)
+    if session.keepers.get(keeper) != mount:
+        raise SimError(f"{src} names {_name(ns, keeper)}, not a keeper of mount {mount}")
+    _named(ns, to, mount, "destination")
+    if ns.group[mount] is not None or ns.master[mount] is not None:
+        raise SimError(f"MOVE_MOUNT_SET_GROUP needs {ns.label(mount)} private first")
+    ns.group[mount], ns.master[mount] = ns.group[keeper], ns.master[keeper]
+
+
+def _keeper_remove(session: Session, mount: int, path: str) -> None:
+    ns = session.ns
+    keeper = ns.mount_at(path)
+    if session.keepers.get(keeper) != mount:
+        raise SimError(f"{path} names {_name(ns, keeper)}, not a keeper of mount {mount}")
+    parent, rel = ns.parent[keeper], ns.rel[keeper]
+    ns.detach(keeper)
+    del session.keepers[keeper]
+    if parent in session.in_yard and (parent, rel) not in ns.children:  # the executor removes the keeper's slot
+        session.in_yard[parent].discard(rel)
 
 
 def _reach_target(session: Session, step: Step) -> None:
@@ -306,6 +331,20 @@ def _bind(session: Session, step: Step, target: Target, landing: Landing) -> Non
     session.done.add(target.id)
 
 
+# Each op's symbolic handler, through the op table both check and the executor follow (planner.steps).
+_OPS: dict[str, Callable[..., None]] = handlers_for({
+    "yard-create": _yard_create,
+    "yard-remove": _yard_remove,
+    "move-aside": _move_aside,
+    "move-back": _move_back,
+    "keeper-bind": _keeper_bind,
+    "make-private": _make_private,
+    "rejoin-group": _rejoin_group,
+    "keeper-remove": _keeper_remove,
+    **dict.fromkeys(TARGET_OPS, _reach_target),
+}, "check")
+
+
 def place_below_binds(session: Session, mount: int, rel: str) -> tuple[int, str]:
     """(mount, rel) with the plan's own bind mounts on that place looked through: a second
     mount-source onto one `to` lands on the first one's root, and is still at that place."""
@@ -336,9 +375,12 @@ def destination_now(session: Session, target: Target) -> str | None:
 
 def new_session(
     tree: MountTree, targets: list[Target] | tuple[Target, ...], locked: frozenset[int] = frozenset(),
-    steps: Iterable[Step] = (),
+    steps: Iterable[Step] = (), unattached: Iterable[int] = (),
 ) -> Session:
-    """A session before the first step; `steps`, the plan to come, tells which yards it creates."""
+    """A session before the first step; `steps`, the plan to come, tells which yards it creates.
+
+    unattached: mounts the plan attaches itself (a strategy that builds the tree), detached at the
+    start; where targets and mount-source destinations lie is still read from the tree as dumped."""
     session = Session(Namespace(tree), {t.id: t for t in targets}, tree, locked=locked, stand_in=tree.stand_in)
     session.planned_yards = {s.path for s in steps if s.op == "yard-create" and s.path is not None}
     session.unbindable = {m.mount_id for m in tree.mounts if m.optional and m.unbindable}
@@ -350,6 +392,8 @@ def new_session(
         session.homes[target.mount] = mount.mountpoint
         if target.kind == "mount-source" and target.to is not None:
             session.destinations[target.id] = session.ns.walk(target.to)
+    for mount_id in unattached:
+        session.ns.detach(mount_id)
     return session
 
 
@@ -359,13 +403,14 @@ def _describe(step: Step) -> str:
 
 def check_plan(
     tree: MountTree, targets: list[Target] | tuple[Target, ...], steps: list[Step], locked: frozenset[int] = frozenset(),
-    progress: Progress = quiet,
+    progress: Progress = quiet, unattached: Iterable[int] = (),
 ) -> list[str]:
-    """Every problem with the plan, or [] when it reaches every target and restores the tree.
+    """Every problem with the plan, or [] when it reaches every target and leaves the tree as dumped.
 
-    `locked`: mounts locked to their parent (the dump's locked_mounts), which no move may take.
+    `locked`: mounts locked to their parent (the dump's locked_mounts), which no move may take;
+    `unattached`: mounts the plan itself attaches (they start detached; see new_session).
     """
-    session = new_session(tree, targets, locked, steps)
+    session = new_session(tree, targets, locked, steps, unattached)
     problems: list[str] = []
     every_so_often = every(len(steps))
     for index, step in enumerate(steps):
@@ -399,12 +444,13 @@ def final_problems(session: Session, before: Shape | None, targets: list[Target]
     missing = [t.id for t in targets if t.id not in session.done]
     if missing:
         problems.append(f"targets never reached: {', '.join(missing)}")
-    # A namespace exactly as it started has the shape it started with; only one that is not (a
-    # mount elsewhere, a bind mount made, a legacy sibling back on top of its lower one) is
-    # judged mount by mount. On a 1e5-mount tree that spares two passes over every mount.
-    if before is not None or not session.ns.unchanged():
+    # The end state is judged against the tree as dumped, not as the namespace started (a strategy
+    # may start with mounts not yet attached). A namespace exactly as dumped has the dumped shape;
+    # only one that is not (a mount elsewhere, a bind mount made, a legacy sibling back on top of its
+    # lower one) is judged mount by mount. On a 1e5-mount tree that spares two passes over every mount.
+    if before is not None or not session.ns.is_as_dumped():
         if before is None:
-            before = Namespace.from_start(session.ns).shape()
+            before = Namespace.as_dumped(session.ns).shape()
         after = {k: v for k, v in session.ns.shape().items() if k not in session.created}
         # Only the mounts that differ are sorted for the report: on a big tree that is none or a few.
         changed = [mount_id for mount_id in before.keys() | after.keys() if before.get(mount_id) != after.get(mount_id)]

@@ -317,7 +317,7 @@ def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: s
     identical and the yard gone. Nothing happens in the caller's namespace;
     without root it runs in a user namespace.
     """
-    from planner import execute
+    from planner.executor import execute
 
     if plan_path is not None and yard is not None:
         raise click.UsageError("--yard plans afresh; a --plan brings its own yard")
@@ -334,14 +334,14 @@ def run(dump_path: str, targets: tuple[str, ...], plan_path: str | None, yard: s
         steps = list(plan.steps)
         in_view = {t.id for t in dump.targets} - plan.hidden
     # The namespace child draws its own progress (the replica, the steps) on the same standard error.
-    report: dict[str, Any] = execute.execute(
-        list(dump.mounts), list(dump.targets), [s.as_json() for s in steps], file_mounts=dump.file_mounts,
+    report: dict[str, Any] = execute(
+        list(dump.mounts), list(dump.targets), steps, file_mounts=dump.file_mounts,
         show_progress=progress is not quiet,
     )
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        _echo(execute.report_text(report, summarise=set() if show_all else in_view))
+        _echo(render.run_report_text(report, summarise=set() if show_all else in_view))
     if not report.get("ok"):
         sys.exit(1)
 
@@ -373,7 +373,7 @@ def recover(plan_path: str, pid: int | None, ns_path: str | None, dry_run: bool,
     steps = load_plan(plan_path)
     report = recovering.recover(steps, pid=pid, ns_path=ns_path, dry_run=dry_run, own_namespace=own_namespace,
                                 source=plan_path)
-    click.echo(json.dumps(report, indent=2) if as_json else recovering.report_text(report), nl=as_json)
+    click.echo(json.dumps(report, indent=2) if as_json else render.recover_report_text(report), nl=as_json)
     if not report["ok"]:
         sys.exit(1)
 

@@ -9,7 +9,6 @@ own mount id at that path must be the one the table showed (statx STATX_MNT_ID) 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 from planner import kernel
@@ -17,7 +16,7 @@ from planner.errors import PlannerError, RecoverRefused
 from planner.mountinfo import parse
 from planner.paths import from_root, is_clean
 from planner.recovery import recovery_plan
-from planner.steps import Step, step_from_json
+from planner.steps import Step
 
 _RESOLVE = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS
 _MOVE = kernel.MOVE_MOUNT_F_EMPTY_PATH | kernel.MOVE_MOUNT_T_EMPTY_PATH
@@ -53,8 +52,7 @@ def recover(
         def enter() -> None:
             kernel.enter_namespace(ns_fd, root_fd)
 
-        plain = [s.as_json() for s in steps]
-        report: dict[str, Any] = kernel.run_in_namespace(_recover_here, plain, dry_run, where, enter=enter)
+        report: dict[str, Any] = kernel.run_in_namespace(_recover_here, list(steps), dry_run, where, enter=enter)
         return report
     except OSError as exc:
         raise RecoverRefused(where, None, f"cannot enter its mount namespace: {exc.strerror or exc}") from None
@@ -64,10 +62,10 @@ def recover(
             os.close(root_fd)
 
 
-def _recover_here(plain: list[Mapping[str, Any]], dry_run: bool, where: str) -> dict[str, Any]:
+def _recover_here(plan: list[Step], dry_run: bool, where: str) -> dict[str, Any]:
     """In the namespace being recovered: its table, the steps, and (unless a dry run) doing them."""
     table = parse(kernel.own_mountinfo(), f"{where} (mountinfo)")
-    recovery = recovery_plan([step_from_json(s) for s in plain], table, f"{where} (mountinfo)")
+    recovery = recovery_plan(plan, table, f"{where} (mountinfo)")
     report: dict[str, Any] = {
         "ok": not recovery.lost,
         "dry_run": dry_run,
@@ -140,27 +138,3 @@ def _do(root: int, step: Step) -> None:
         kernel.umount2(step.path, kernel.UMOUNT_NOFOLLOW)
     else:  # pragma: no cover - recovery_plan makes no other op
         raise PlannerError(f"recover does not do {step.op}")
-
-
-def report_text(report: Mapping[str, Any]) -> str:
-    lines = []
-    verb = "would run" if report["dry_run"] else "ran"
-    steps = report["steps"]
-    if not steps and not report["lost"]:
-        lines.append("nothing to recover: no yard of this plan holds anything")
-    for index, step in enumerate(steps):
-        done = report["dry_run"] or index < report["steps_run"]
-        mark = verb if done else "NOT RUN"
-        target = f"mount {step.get('mount')}: " if step.get("mount") is not None else ""
-        what = f"{step.get('from')} -> {step.get('to')}" if "from" in step else step.get("path")
-        lines.append(f"{mark:<8} {step['op']:<13} {target}{what}")
-    failed = report.get("failed_step")
-    if failed:
-        lines.append(f"step {failed['index']} failed: {failed['reason']}")
-    for lost in report["lost"]:
-        lines.append(f"LOST: {lost}")
-    for note in report["notes"]:
-        lines.append(f"note: {note}")
-    verdict = "ok" if report["ok"] else "NOT RECOVERED"
-    lines.append(f"{verdict}: {report['steps_run'] if not report['dry_run'] else 0} of {len(steps)} steps run")
-    return "\n".join(lines) + "\n"

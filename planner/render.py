@@ -1,11 +1,13 @@
-"""Renderings of an analysis or a plan: text for people, JSON for programs, shell for util-linux."""
+"""Renderings: an analysis or a plan as text for people, JSON for programs and shell for util-linux;
+the reports of run and recover as text (their JSON is the report itself)."""
 
 from __future__ import annotations
 
 import shlex
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from planner.analysis import Analysis, TargetFinding
 from planner.errors import PlanRefused
@@ -483,3 +485,97 @@ def _ancestors(path: str) -> list[str]:
     """'/a/b/c' -> ['/a', '/a/b', '/a/b/c']: outermost first."""
     parts = path.split("/")[1:]
     return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+# --- the reports of run and recover ------------------------------------------------------
+
+_NOUN_OF_TYPE = {"regular": "file", "directory": "directory", "fifo": "FIFO", "char": "char device",
+                 "block": "block device", "socket": "socket"}
+_NOUN_OF_KIND = {"open": "file", "chdir": "directory", "root": "directory", "bind": "socket", "mmap": "file",
+                 "mount-source": "directory"}
+
+
+def _target_line(t: Mapping[str, Any]) -> str:
+    """One target's verdict in words a person can act on: where the kernel says it landed, and on what."""
+    kind = t["kind"] if t.get("file_type") in (None, "regular", "directory") else f"{t['kind']} {t['file_type']}"
+    head = f"target {t['id']} ({kind})"
+    if t["step"] is None:
+        return f"{head}: not reached (the run stopped before its step)"
+    noun = _NOUN_OF_TYPE.get(t.get("file_type") or "", _NOUN_OF_KIND.get(t["kind"], "object"))
+    got, want = t["got_mount"], t["expected_mount"]
+    where = f"mount {got}" if isinstance(got, int) else f"a mount the dump does not have ({got})"
+    if got != want:
+        return f"{head}: WRONG, reached {where}, not mount {want} where the dump has it ({t['detail']})"
+    if not t["inode_ok"]:
+        return f"{head}: WRONG, in mount {want} but not the {noun} the replica made there ({t['detail']})"
+    if not t.get("type_ok", True):
+        return f"{head}: WRONG, in mount {want} but the object's type or access is not the dump's ({t['detail']})"
+    made = "the new mount shows the directory" if t["kind"] == "mount-source" else f"the {noun}"
+    via = f", bound through alias mount {t['via']} (the same file)" if t.get("via") is not None else ""
+    return f"{head}: ok, {made} the replica made in mount {want}{via}"
+
+
+def run_report_text(report: Mapping[str, Any], summarise: Collection[str] = ()) -> str:
+    """A run's report (planner.executor) for people: verdict, failing step, each target, the tree and the yard.
+
+    Targets in `summarise` (those not hidden) that passed are counted in one line when there
+    are two or more; a target that failed is always listed.
+    """
+    lines = [f"{'ok' if report['ok'] else 'FAILED'}: {plural(report['steps_run'], 'step')} run"]
+    failed = report.get("failed_step")
+    if failed:
+        err = f"{failed['errno_name']} " if failed.get("errno_name") else ""
+        lines.append(f"step {failed['index']} ({failed['op']}) failed: {err}{failed['reason']}")
+        lines.append("rolled back" if report["rolled_back"] else "not rolled back")
+    for lost in report.get("unrestored", []):
+        where = f", now at {lost['now_at']}" if lost.get("now_at") else ""
+        lines.append(f"NOT RESTORED: {lost.get('mount', lost.get('path'))}{where}: {lost['reason']}")
+    quiet = [t for t in report["targets"] if t["id"] in summarise and t["ok"] and not t.get("stand_in")]
+    if len(quiet) < 2:
+        quiet = []
+    for t in report["targets"]:
+        if quiet and t in quiet:
+            continue
+        lines.append(_target_line(t))
+        if t.get("stand_in"):
+            lines.append(f"  stand-in: {t['stand_in']}")
+    if quiet:
+        kinds = kinds_summary(t["kind"] for t in quiet)
+        lines.append(f"{len(quiet)} targets not hidden ({kinds}): ok, each in its own mount (--all lists them)")
+    lines.append("tree identical" if report["tree_identical"] else "TREE CHANGED: " + "; ".join(report["tree_diff"]))
+    lines.append("yard empty" if report["yard_empty"] else "YARD NOT EMPTY")
+    stand_in = report.get("stand_in")
+    if stand_in:
+        unlisted = stand_in["unlisted_parents"]
+        lines.append(
+            f"a forest: mounts {', '.join(map(str, stand_in['tops']))} hang from "
+            f"{'mount' if len(unlisted) == 1 else 'mounts'} {', '.join(map(str, unlisted))}, not in the table; "
+            "the replica hangs them from one private tmpfs at / standing in for it"
+        )
+    # Paths, target ids and kernel messages naming paths come from the dump: no escape sequence passes.
+    return "\n".join(printable(line) for line in lines) + "\n"
+
+
+def recover_report_text(report: Mapping[str, Any]) -> str:
+    """What `overmount recover` did (or would do, --dry-run), step by step, then its verdict."""
+    lines = []
+    verb = "would run" if report["dry_run"] else "ran"
+    steps = report["steps"]
+    if not steps and not report["lost"]:
+        lines.append("nothing to recover: no yard of this plan holds anything")
+    for index, step in enumerate(steps):
+        done = report["dry_run"] or index < report["steps_run"]
+        mark = verb if done else "NOT RUN"
+        target = f"mount {step.get('mount')}: " if step.get("mount") is not None else ""
+        what = f"{step.get('from')} -> {step.get('to')}" if "from" in step else step.get("path")
+        lines.append(f"{mark:<8} {step['op']:<13} {target}{what}")
+    failed = report.get("failed_step")
+    if failed:
+        lines.append(f"step {failed['index']} failed: {failed['reason']}")
+    for lost in report["lost"]:
+        lines.append(f"LOST: {lost}")
+    for note in report["notes"]:
+        lines.append(f"note: {note}")
+    verdict = "ok" if report["ok"] else "NOT RECOVERED"
+    lines.append(f"{verdict}: {report['steps_run'] if not report['dry_run'] else 0} of {len(steps)} steps run")
+    return "\n".join(lines) + "\n"

@@ -41,6 +41,7 @@ from planner.errors import DumpError, ReplicaError
 from planner.mountinfo import Mount, parse
 from planner.paths import from_root, is_clean
 from planner.progress import Progress, every, quiet
+from planner.simulate import visible
 from planner.targets import Target
 from planner.tree import MountTree
 
@@ -412,7 +413,7 @@ def _object_kinds(tree: DumpTree, targets: Iterable[Target], file_mounts: Collec
             if t.to is None:
                 raise ReplicaError(f"target {t.id} (mount-source) has no 'to'")
             _check_clean(t.to, f"target {t.id}'s to")
-            dest = tree.visible(t.to)
+            dest = visible(tree, t.to)
             want(
                 dest.dev,
                 tree.inside(dest, t.to, f"target {t.id}'s to"),
@@ -815,7 +816,7 @@ def _target_objects(
         st = stat_in(m.dev, looked)
         to_mount = to_ino = None
         if t.kind == "mount-source" and t.to is not None:
-            dest = tree.visible(t.to)
+            dest = visible(tree, t.to)
             to_mount = dest.mount_id
             to_ino = stat_in(dest.dev, tree.inside(dest, t.to, "to")).st_ino
         objects[t.id] = TargetObject(

@@ -9,8 +9,10 @@ parent's mountpoint), so a move carries a whole subtree for free.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterable
 from typing import NamedTuple
 
+from planner.mountinfo import Mount
 from planner.paths import is_under, join, relative
 from planner.tree import MountTree
 
@@ -20,11 +22,15 @@ class SimError(Exception):
 
 
 class Landing(NamedTuple):  # a tuple: a plan of 1e4 targets makes 1e5 of these
-    """Where a walk of a path ends: in `mount`, at `rel` inside it (\"\" = its root)."""
+    """Where a walk of a path ends: in `mount`, at `rel` inside it (\"\" = its root).
+
+    A walk `along` a chain of mounts that leaves the chain ends where it leaves: `off_chain`, in the
+    mount the path names there (the top of the stack the walk stepped onto), at its root."""
 
     mount: int
     rel: str
     base: str  # the absolute path at which the walk entered `mount`
+    off_chain: bool = False
 
 
 Children = dict[tuple[int, str], tuple[int, ...]]
@@ -41,7 +47,8 @@ class _Start(NamedTuple):
     crowded_roots: int  # roots with side-by-side siblings on them (Namespace._crowded)
 
 
-# The dumped tree as a namespace holds it before any step, per tree. make_plan builds two
+# The dumped tree as a namespace holds it, per tree (a namespace may start with some mounts not yet
+# attached, but what it is judged against is always this). make_plan builds two
 # namespaces over one tree (the planner's, then check_plan's), and on a 1e5-mount tree
 # working this out is most of their setup; each Namespace copies these dicts, whose values
 # are immutable, so nothing is shared that a step could change. Weak keys: the entry goes
@@ -82,12 +89,16 @@ class Namespace:
     parent[m] is None for the root and for a mount not attached anywhere.
     """
 
-    def __init__(self, tree: MountTree) -> None:
+    def __init__(self, tree: MountTree, unattached: Iterable[int] = ()) -> None:
+        """The dumped tree, but for the mounts in `unattached`: those start detached (each keeps its
+        own subtree), as a restorer that builds the tree mount by mount finds them."""
         self._begin(_start_of(tree))
+        for mount_id in unattached:
+            self.detach(mount_id)
 
     @classmethod
-    def from_start(cls, ns: Namespace) -> Namespace:
-        """A namespace as `ns` was before its first step."""
+    def as_dumped(cls, ns: Namespace) -> Namespace:
+        """A namespace holding `ns`'s tree as dumped: every mount attached where the dump has it."""
         fresh = cls.__new__(cls)
         fresh._begin(ns.start)
         return fresh
@@ -126,18 +137,31 @@ class Namespace:
         self._next_id -= 1
         return self._next_id + 1
 
-    def walk(self, path: str) -> Landing:
-        """The kernel's walk from the root: at each prefix, step onto the topmost mount there."""
+    def walk(self, path: str, along: list[int] | None = None) -> Landing:
+        """The kernel's walk from the root: at each prefix, step onto the topmost mount there.
+
+        along: a chain of mounts from the root down (the planner's: a target's mount and its
+        ancestors); the walk steps only onto them, and where a stack holds another mount on top it
+        stops there, off the chain (Landing.off_chain)."""
         if not is_under(path, self.root_path):
             raise SimError(f"{path} is outside the namespace root {self.root_path}")
         children = self.children
         rest = relative(path, self.root_path)  # "" or "/a/b"
-        # The walk is in `mount`, at rest[start:end] inside it; it entered `mount` at rest[:start].
-        mount, start, end = self.root, 0, 0
+        # The walk is in `mount`, at rest[start:end] inside it; it entered `mount` at rest[:start],
+        # and has followed `along` `depth` mounts down.
+        mount, start, end, depth = self.root, 0, 0, 0
         while True:
             stack = children.get((mount, rest[start:end]))
             if stack:
-                mount, start = self.top_of(stack[-1]), end
+                if along is None:
+                    mount, start = self.top_of(stack[-1]), end
+                else:
+                    while stack:
+                        if depth + 1 < len(along) and stack[-1] == along[depth + 1]:
+                            mount, start, depth = stack[-1], end, depth + 1
+                            stack = children.get((mount, ""))
+                        else:
+                            return Landing(self.top_of(stack[-1]), "", join(self.root_path, rest[:end]), True)
             if end == len(rest):
                 return Landing(mount, rest[start:], join(self.root_path, rest[:start]))
             end = rest.find("/", end + 1)
@@ -281,7 +305,7 @@ class Namespace:
     def _count_crowded(self, before: int, after: int) -> None:
         self._crowded += (after > 1) - (before > 1)
 
-    def unchanged(self) -> bool:
+    def is_as_dumped(self) -> bool:
         """Every dumped mount where it was dumped, with its propagation, and nothing else attached.
 
         Plain dict comparisons, in C: a plan that restores the tree passes this without shape()
@@ -309,3 +333,16 @@ class Namespace:
                 else:
                     out[mount_id] = (self.top_of(ids[position - 1]), "", self.group[mount_id], self.master[mount_id])
         return out
+
+
+# One namespace per tree that no step ever changes, for `visible`: its setup is a copy of the tree's
+# start, made once, not per question.
+_as_dumped: weakref.WeakKeyDictionary[MountTree, Namespace] = weakref.WeakKeyDictionary()
+
+
+def visible(tree: MountTree, path: str) -> Mount:
+    """The mount a walk of `path` ends in, in the tree as dumped (the same walk as every step's)."""
+    ns = _as_dumped.get(tree)
+    if ns is None:
+        ns = _as_dumped[tree] = Namespace(tree)
+    return tree.by_id[ns.walk(path).mount]

@@ -1,8 +1,16 @@
-"""Plan steps (overmount-plan/1): data only; executing one is someone else's job."""
+"""Plan steps (overmount-plan/1) and the op table: data only; executing one is someone else's job.
+
+REQUIRED is the one op table: each op and its required fields, in the order the op's handlers take
+them. check (symbolically) and the executor (for real) each give every op a handler through
+`handlers_for`, which refuses a table that misses an op or has one more; `arguments` hands a
+handler its fields. Target ops take the step itself (their object is named by its `target`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from planner.paths import unusable
 
@@ -27,7 +35,6 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 PATH_FIELDS = ("path", "from", "to")
 TARGET_OPS = ("open", "chdir", "root", "bind", "mmap", "mount-source")
-MOVE_OPS = ("move-aside", "move-back")
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,37 @@ class Step:
         if self.why:
             out["why"] = self.why
         return out
+
+
+class MissingField(ValueError):
+    """A step without a field its op requires (a Step built by hand; step_from_json refuses them)."""
+
+    def __init__(self, op: str, key: str) -> None:
+        self.key = key
+        super().__init__(f"{op} needs {key!r}")
+
+
+def arguments(step: Step) -> tuple[object, ...]:
+    """What the op's handler takes after its context: the step's required fields, in REQUIRED's
+    order ('from' is `src`); for a target op, the step itself. MissingField when one is None."""
+    values = []
+    for key in REQUIRED.get(step.op, ()):
+        value = step.src if key == "from" else getattr(step, key)
+        if value is None:
+            raise MissingField(step.op, key)
+        values.append(value)
+    return (step,) if step.op in TARGET_OPS else tuple(values)
+
+
+Handler = TypeVar("Handler", bound=Callable[..., object])
+
+
+def handlers_for(handlers: Mapping[str, Handler], who: str) -> dict[str, Handler]:
+    """`handlers` as an op table, once it has a handler for every op of REQUIRED and for no other."""
+    missing, extra = REQUIRED.keys() - handlers.keys(), handlers.keys() - REQUIRED.keys()
+    if missing or extra:
+        raise AssertionError(f"{who}'s op table: missing {sorted(missing)}, unknown {sorted(extra)}")
+    return dict(handlers)
 
 
 def step_from_json(data: object) -> Step:

@@ -171,19 +171,6 @@ class MountTree:
         """True when `upper` lies on top of its side-by-side sibling `lower`: it is listed earlier."""
         return self.order[upper.mount_id] < self.order[lower.mount_id]
 
-    def visible(self, path: str) -> Mount:
-        """The mount a walk of `path` from the root ends in: at each component the topmost there."""
-        current = self.root
-        prefix = self.root.mountpoint
-        rest = path[len(prefix):] if prefix != "/" else path
-        parts = [""] + [p for p in rest.split("/") if p]
-        for part in parts:
-            if part:
-                prefix = prefix + "/" + part if prefix != "/" else "/" + part
-            while (ids := self.children_at.get((current.mount_id, prefix))) is not None:
-                current = self.by_id[ids[-1]]
-        return current
-
     def stack_on(self, mount: Mount) -> list[Mount]:
         """Mounts stacked on `mount`'s root, bottom-up, each followed by its own stack."""
         out: list[Mount] = []

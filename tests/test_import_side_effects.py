@@ -18,7 +18,7 @@ def hook(event, args):
     if event in ("subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.exec", "os.system", "os.spawn"):
         started.append([event, repr(args)[:200]])
 sys.addaudithook(hook)
-import planner.cli, planner.kernel, planner.inputs.capture, planner.execute, planner.replica
+import planner.cli, planner.kernel, planner.inputs.capture, planner.executor, planner.replica
 print(json.dumps(started))
 """
 

@@ -20,7 +20,7 @@ import pytest
 from pytest_mock import MockerFixture
 
 from planner.errors import CaptureError
-from planner.execute import execute
+from planner.executor import execute
 from planner.inputs.capture import capture_pid
 from planner.inputs.dump_json import from_json
 from planner.mountinfo import parse

@@ -13,7 +13,7 @@ import pytest
 
 from planner import kernel
 from planner.errors import PlannerError
-from planner.execute import execute, execute_here
+from planner.executor import execute, execute_here
 from planner.inputs import load
 from planner.inputs.dump_json import from_json
 from planner.plan import make_plan

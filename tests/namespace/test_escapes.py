@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pytest_mock import MockerFixture
 
-from planner import execute as execute_module
-from planner.execute import execute
+from planner.executor import execute
+from planner.executor import run as execute_module
 from planner.mountinfo import Mount
 from planner.replica import Replica, build_replica
 from tests.namespace.test_execute import SEED_TARGETS, seed_plan

@@ -11,7 +11,7 @@ import pytest
 from pytest_mock import MockerFixture
 
 from planner import kernel
-from planner.execute import execute, execute_here
+from planner.executor import execute, execute_here
 from planner.mountinfo import Mount, parse
 from planner.replica import build_replica
 from planner.targets import Target
@@ -308,7 +308,7 @@ STACKED_SHARED = """\
 """
 
 
-def test_a_shared_parent_under_its_own_stacked_cover_is_named_by_handle() -> None:
+def test_a_shared_parent_under_its_own_stacked_cover_isnamed_by_handle() -> None:
     """/x reaches 12, stacked on the shared 10: keeper-bind and make-private of 10 cannot go by path."""
     dump = parse(STACKED_SHARED, "stacked-shared")
     targets = [Target("f", "open", 10, "/x/f.txt")]

@@ -36,7 +36,8 @@ from pytest_mock import MockerFixture
 
 from planner import kernel
 from planner.dump import Dump
-from planner.execute import Executor, execute_here
+from planner.executor import execute_here
+from planner.executor.operations import Executor
 from planner.inputs import load
 from planner.plan import make_plan
 from planner.progress import Progress

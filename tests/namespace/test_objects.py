@@ -15,7 +15,7 @@ from pytest_mock import MockerFixture
 from planner import kernel
 from planner.check import check_plan
 from planner.errors import PlannerError, ReplicaError
-from planner.execute import execute
+from planner.executor import execute
 from planner.inputs import load
 from planner.mountinfo import parse
 from planner.plan import make_plan

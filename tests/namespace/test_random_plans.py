@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from planner import mountinfo
 from planner.errors import PlanRefused, ReplicaError
-from planner.execute import execute
+from planner.executor import execute
 from planner.plan import make_plan
 from planner.progress import Progress
 from planner.replica import check_replicable

@@ -36,16 +36,17 @@ HOLDER = textwrap.dedent(
     import json, os, signal, sys, time
     from planner import kernel
     from planner.inputs import load
-    from planner.execute import Executor, _named_by_handle
+    from planner.executor.operations import Executor
+    from planner.executor.run import as_steps, named_by_handle
     from planner.replica import build_replica
 
     scenario, plan_file, stop_after = sys.argv[1], sys.argv[2], int(sys.argv[3])
     dump = load(scenario)
     with open(plan_file) as handle:
-        steps = json.load(handle)["steps"]
+        steps = as_steps(json.load(handle)["steps"])
     kernel.enter_private_namespace()  # this process's own throwaway namespace
     mounts, targets = list(dump.mounts), list(dump.targets)
-    replica = build_replica(mounts, targets, None, dump.file_mounts, handles_for=_named_by_handle(mounts, steps))
+    replica = build_replica(mounts, targets, None, dump.file_mounts, handles_for=named_by_handle(mounts, steps))
     before = kernel.own_mountinfo()
     restorer = os.fork()
     if restorer == 0:

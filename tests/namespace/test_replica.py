@@ -146,7 +146,7 @@ def test_a_slave_listed_before_its_master_group_that_is_itself_a_slave(tmp_path)
 
 def test_run_takes_a_stack_of_a_thousand_mounts_on_one_path() -> None:
     """Was a RecursionError (tree building recursed once per stacked mount)."""
-    from planner.execute import execute
+    from planner.executor import execute
     from planner.plan import make_plan
     from planner.tree import MountTree
     from tests.test_deep_input import stacked
@@ -160,7 +160,7 @@ def test_run_takes_a_stack_of_a_thousand_mounts_on_one_path() -> None:
 
 def test_run_takes_fifty_targets_two_thousand_directories_deep() -> None:
     """The review's 203 KB dump (53 s, 257 MB): each directory is now made once, by name, from its parent."""
-    from planner.execute import execute
+    from planner.executor import execute
     from planner.plan import make_plan
     from planner.tree import MountTree
 

@@ -20,11 +20,13 @@ from typing import Any
 import pytest
 
 from planner import kernel
-from planner.execute import Executor, _named_by_handle
+from planner.executor.operations import Executor
+from planner.executor.run import as_steps, named_by_handle
 from planner.inputs import load
 from planner.mountinfo import parse
 from planner.plan import make_plan
 from planner.replica import build_replica
+from planner.steps import Step
 from planner.tree import MountTree
 from tests.conftest import REPO
 
@@ -68,7 +70,8 @@ def _end(watchers: dict[str, int]) -> None:
 
 def _watch_the_plan(mounts: list[Any], targets: list[Any], steps: list[dict[str, Any]], file_mounts: Any) -> dict[str, Any]:
     """In the namespace child: replica, watchers, the plan step by step; what each watcher saw."""
-    replica = build_replica(mounts, targets, None, file_mounts, handles_for=_named_by_handle(mounts, steps))
+    plan = as_steps(steps)
+    replica = build_replica(mounts, targets, None, file_mounts, handles_for=named_by_handle(mounts, plan))
     watchers = {kind: _watcher(kind) for kind in ("peer", "slave")}
     try:
         def tables() -> dict[str, str]:
@@ -79,14 +82,14 @@ def _watch_the_plan(mounts: list[Any], targets: list[Any], steps: list[dict[str,
                      for kind, text in {**before, "ours": kernel.own_mountinfo()}.items()}
         ours = replica.snapshot()
         ex = Executor(replica, targets)
-        ex.prepare(steps)
+        ex.prepare(plan)
         changed: list[str] = []
-        for index, step in enumerate(steps):
+        for index, step in enumerate(plan):
             ex.run_step(index, step)
             for kind, text in tables().items():
                 if text != before[kind]:
                     new = sorted(set(text.splitlines()) - set(before[kind].splitlines()))
-                    changed.append(f"after step {index} ({step['op']}) the {kind} sees {new}")
+                    changed.append(f"after step {index} ({step.op}) the {kind} sees {new}")
         tree_diff = ours.diff(replica.snapshot())
         # Control: / is back in its group, so a mount made under it now reaches both.
         os.mkdir("/control-probe")
@@ -98,7 +101,7 @@ def _watch_the_plan(mounts: list[Any], targets: list[Any], steps: list[dict[str,
         return {
             "changed": changed,
             "root_line": root_line,
-            "targets_ok": all(r["ok"] for r in ex.results.values()) and len(ex.results) == len(targets),
+            "targets_ok": all(r.ok for r in ex.results.values()) and len(ex.results) == len(targets),
             "tree_diff": tree_diff,
             "control_reached": reached,
         }
@@ -128,8 +131,9 @@ def _yard_without_bracket(mounts: list[Any]) -> dict[str, Any]:
     watchers = {kind: _watcher(kind) for kind in ("peer", "slave")}
     try:
         ex = Executor(replica, [])
-        ex.prepare([{"op": "yard-create", "path": "/.overmount-yard"}])
-        ex.run_step(0, {"op": "yard-create", "path": "/.overmount-yard"})
+        yard = Step("yard-create", path="/.overmount-yard")
+        ex.prepare([yard])
+        ex.run_step(0, yard)
         return {kind: "/.overmount-yard" in {line.split()[4] for line in kernel.read_proc(f"{pid}/mountinfo").splitlines()}
                 for kind, pid in watchers.items()}
     finally:

@@ -15,7 +15,8 @@ import pytest
 
 from planner import kernel
 from planner.errors import PlanRefused
-from planner.execute import Executor, execute, execute_here
+from planner.executor import execute, execute_here
+from planner.executor.operations import Executor
 from planner.inputs.capture import capture_pid
 from planner.inputs.dump_json import from_json
 from planner.mountinfo import Mount

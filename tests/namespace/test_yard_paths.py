@@ -11,7 +11,7 @@ from planner import mountinfo
 from planner.analysis import analyze
 from planner.check import check_plan
 from planner.errors import PlanRefused, ReplicaError
-from planner.execute import execute
+from planner.executor import execute
 from planner.plan import make_plan
 from planner.targets import Target
 from planner.tree import MountTree

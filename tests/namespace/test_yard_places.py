@@ -10,7 +10,7 @@ import pytest
 
 from planner import kernel
 from planner.check import NO_YARD
-from planner.execute import execute
+from planner.executor import execute
 from planner.mountinfo import Mount
 from planner.targets import Target
 
