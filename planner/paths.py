@@ -71,3 +71,19 @@ def prefixes(path: str, start: str, end: str) -> list[str]:
             out.append(end[:at])
         out.append(end)
     return out
+
+
+def components(path: str) -> list[str]:
+    """The names of a path, root first ('/' has none)."""
+    return [p for p in path.split("/") if p]
+
+
+def depth_of(path: str) -> int:
+    """How many names deep a clean absolute path is ('/' is 0)."""
+    return 0 if path == "/" else path.count("/")
+
+
+def inside(path: str, top: str) -> str | None:
+    """`path` inside `top` as *at() calls take it from top's fd: '' when equal, 'a/b' below; None
+    when not under it."""
+    return relative(path, top).lstrip("/") if is_under(path, top) else None

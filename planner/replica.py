@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from planner import kernel
 from planner.errors import DumpError, ReplicaError
 from planner.mountinfo import Mount, parse
-from planner.paths import from_root, is_clean
+from planner.paths import components, depth_of, from_root, inside, is_clean, join
 from planner.progress import Progress, every, quiet
 from planner.simulate import visible
 from planner.targets import Target
@@ -54,21 +54,6 @@ _NO_CROSSING = (
 )
 
 
-# --- paths -------------------------------------------------------------------------------
-
-
-def _parts(path: str) -> list[str]:
-    return [p for p in path.split("/") if p]
-
-
-def under(path: str, top: str) -> str | None:
-    """`path` relative to `top` ('' when equal, 'a/b' below), or None when not under it."""
-    p, t = _parts(path), _parts(top)
-    if p[: len(t)] != t:
-        return None
-    return "/".join(p[len(t) :])
-
-
 def sb_path(root: str) -> str:
     """Where a mount's root lives in its replica superblock, as the kernel will print it.
 
@@ -77,14 +62,8 @@ def sb_path(root: str) -> str:
     """
     if not root.startswith("/"):
         root = "/" + root.replace("/", "_")
-    parts = ["%2e%2e" if p == ".." else "%2e" if p == "." else p for p in _parts(root)]
+    parts = ["%2e%2e" if p == ".." else "%2e" if p == "." else p for p in components(root)]
     return "/" + "/".join(parts)
-
-
-def _join(top: str, rel: str) -> str:
-    if not rel:
-        return top
-    return top.rstrip("/") + "/" + rel
 
 
 # --- the tree as relations ---------------------------------------------------------------
@@ -228,10 +207,10 @@ class DumpTree(MountTree):
 
     def inside(self, m: Mount, path: str, what: str) -> str:
         """`path` (absolute in the namespace) as a path in m's superblock."""
-        rel = under(path, m.mountpoint)
+        rel = inside(path, m.mountpoint)
         if rel is None:
             raise ReplicaError(f"{what} {path} is not under mount {m.mount_id}'s mountpoint {m.mountpoint}")
-        return _join(sb_path(m.root), rel)
+        return join(sb_path(m.root), "/" + rel if rel else "")
 
 
 # --- what the replica holds ----------------------------------------------------------------
@@ -374,7 +353,7 @@ def _object_kinds(tree: DumpTree, targets: Iterable[Target], file_mounts: Collec
 
     def want(dev: str, path: str, kind: str, why: str) -> None:
         node = need.setdefault(dev, _Node())
-        parts = _parts(path)
+        parts = components(path)
         for depth, name in enumerate(parts):
             if node.kind != "dir":
                 ancestor = "/" + "/".join(parts[:depth])
@@ -607,16 +586,7 @@ def build_replica(
         sbs = kernel.new_tmpfs({"mode": "0700"})
         opened.append(sbs)
         kernel.attach(sbs, scratch, "sb")
-        sb_dir: dict[str, str] = {}
-        dev_of: dict[str, int] = {}
-        stand_ins: dict[tuple[str, str], str] = {}
-        devices = len({m.dev for m in tree.top_down})
-        every_so_often = every(devices)
-        for m in tree.top_down:
-            if m.dev not in sb_dir:
-                sb_dir[m.dev] = _park_superblock(sbs, str(len(sb_dir)), need.get(m.dev, _Node()), dev_of, m.dev, stand_ins)
-                if len(sb_dir) % every_so_often == 0:
-                    progress("making the replica's filesystems", len(sb_dir), devices)
+        sb_dir, dev_of, stand_ins = _park_superblocks(tree, need, sbs, progress)
 
         def in_sb(dev: str, path: str) -> str:
             rel = from_root(path)
@@ -638,15 +608,8 @@ def build_replica(
         kernel.attach(root_fd, scratch, "root")
         dump_to_live = _attach_below(tree, root_fd, clone, anchors, handles, set(handles_for), progress)
 
-        with_members = {m.shared for m in tree.top_down if m.shared is not None}
-        for g in reversed(groups):
-            if g in with_members:
-                # Unmounting one peer leaves the group, and the slaves it held, with the others.
-                kernel.umount2(_join(_join(scratch_dir, "anchors"), str(g)), kernel.UMOUNT_NOFOLLOW)
-        # The parked superblocks go, all at once; the replica's mounts keep theirs alive.
         os.close(opened.pop(opened.index(sbs)))
-        kernel.umount2(_join(scratch_dir, "sb"), kernel.MNT_DETACH | kernel.UMOUNT_NOFOLLOW)
-
+        _drop_scaffolding(tree, groups, scratch_dir)
         os.fchdir(root_fd)
         os.chroot(".")
         os.chdir("/")
@@ -671,6 +634,35 @@ def build_replica(
     if problems:
         raise ReplicaError("the replica differs from the dump: " + "; ".join(problems))
     return replica
+
+
+def _park_superblocks(
+    tree: DumpTree, need: dict[str, _Node], sbs: int, progress: Progress
+) -> tuple[dict[str, str], dict[str, int], dict[tuple[str, str], str]]:
+    """One fresh superblock per dump device, holding every name the dump needs in it, parked on a
+    directory of the `sbs` tmpfs: (its directory by device, its st_dev by device, the stand-ins made)."""
+    sb_dir: dict[str, str] = {}
+    dev_of: dict[str, int] = {}
+    stand_ins: dict[tuple[str, str], str] = {}
+    devices = len({m.dev for m in tree.top_down})
+    every_so_often = every(devices)
+    for m in tree.top_down:
+        if m.dev not in sb_dir:
+            sb_dir[m.dev] = _park_superblock(sbs, str(len(sb_dir)), need.get(m.dev, _Node()), dev_of, m.dev, stand_ins)
+            if len(sb_dir) % every_so_often == 0:
+                progress("making the replica's filesystems", len(sb_dir), devices)
+    return sb_dir, dev_of, stand_ins
+
+
+def _drop_scaffolding(tree: DumpTree, groups: list[int], scratch_dir: str) -> None:
+    """Unmount the anchors of groups with members in the tree, and the parked superblocks."""
+    with_members = {m.shared for m in tree.top_down if m.shared is not None}
+    for g in reversed(groups):
+        if g in with_members:
+            # Unmounting one peer leaves the group, and the slaves it held, with the others.
+            kernel.umount2(os.path.join(scratch_dir, "anchors", str(g)), kernel.UMOUNT_NOFOLLOW)
+    # The parked superblocks go, all at once (their fd is closed); the replica's mounts keep theirs alive.
+    kernel.umount2(os.path.join(scratch_dir, "sb"), kernel.MNT_DETACH | kernel.UMOUNT_NOFOLLOW)
 
 
 def _park_superblock(
@@ -766,7 +758,7 @@ def _depth_first(
                 os.close(parent_fd)
             continue
         kid = kids.pop()
-        rel = under(kid.mountpoint, parent.mountpoint) or ""
+        rel = inside(kid.mountpoint, parent.mountpoint) or ""
         spot = kernel.openat2(parent_fd, rel, os.O_PATH | os.O_NOFOLLOW, _NO_CROSSING) if rel else -1
         try:
             kid_fd = clone(kid)
@@ -787,7 +779,7 @@ def _depth_first(
 def _attach_order(tree: DumpTree, parent: Mount) -> list[Mount]:
     """The parent's children as a stack to pop: deepest mountpoint first, stacked ones last."""
     kids = tree.children.get(parent.mount_id, [])
-    return sorted(kids, key=lambda kid: len(_parts(kid.mountpoint)))
+    return sorted(kids, key=lambda kid: depth_of(kid.mountpoint))
 
 
 def _propagate(m: Mount, fd: int, anchors: int) -> None:

@@ -12,8 +12,8 @@ from planner import kernel
 from planner.executor.journal import Journal, Yard
 from planner.executor.paths import RESOLVE, Mismatch, Resolver
 from planner.mountinfo import Mount
-from planner.paths import from_root
-from planner.replica import Replica, under
+from planner.paths import from_root, inside
+from planner.replica import Replica
 
 MOVE = kernel.MOVE_MOUNT_F_EMPTY_PATH | kernel.MOVE_MOUNT_T_EMPTY_PATH
 O_PATH = os.O_PATH | os.O_NOFOLLOW
@@ -234,7 +234,7 @@ class Mounts(Resolver):
 
     def yard_empty(self, table: list[Mount]) -> bool:
         for path in self.yard_paths:
-            if any(under(m.mountpoint, path) is not None for m in table):
+            if any(inside(m.mountpoint, path) is not None for m in table):
                 return False
             try:
                 fd = self.resolve(path, os.O_RDONLY | os.O_DIRECTORY)

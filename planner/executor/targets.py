@@ -20,8 +20,8 @@ from planner.executor.mounts import Mounts
 from planner.executor.paths import RESOLVE, Mismatch, clean, split
 from planner.executor.report import BaseReporter, TargetResult
 from planner.mountinfo import Mount
-from planner.paths import from_root
-from planner.replica import Key, Replica, TargetObject, sb_path, under
+from planner.paths import from_root, inside
+from planner.replica import Key, Replica, TargetObject, sb_path
 from planner.steps import Step
 from planner.targets import Target, file_type_of
 
@@ -235,7 +235,7 @@ class Targets(Mounts):
         mount's root through the executor's handle: the kernel's mount id and inode of the file
         there, and a connection made by that name that `listener` accepts."""
         home = self.replica.tree.by_id[obj.mount]
-        head, name = split(under(obj.path, home.mountpoint) or "")
+        head, name = split(inside(obj.path, home.mountpoint) or "")
         parent = kernel.openat2(self.replica.handles[obj.mount], head.lstrip("/") or ".", os.O_PATH | os.O_DIRECTORY,
                                 kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_BENEATH)
         here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -329,7 +329,7 @@ class Targets(Mounts):
             os.close(clone)
         line = next((m for m in self.replica.live_table() if m.mount_id == live), None)
         source_mount = self.replica.tree.by_id[obj.mount]
-        rel = under(obj.path, source_mount.mountpoint) or ""
+        rel = inside(obj.path, source_mount.mountpoint) or ""
         want_root = sb_path(source_mount.root).rstrip("/") + ("/" + rel if rel else "") or "/"
         self.created[live] = {
             "target": obj.id,
