@@ -2,9 +2,11 @@
 
 import pytest
 
+from planner.check import _OPS as check_ops
 from planner.check import check_plan
 from planner.plan import make_plan
-from planner.steps import Step, step_from_json
+from planner.simulate import Landing, Namespace
+from planner.steps import REQUIRED, MissingField, Step, arguments, handlers_for, step_from_json
 from planner.targets import Target
 from tests.helpers import SEED, targets_of, tree_of
 
@@ -251,3 +253,35 @@ def test_a_bind_of_a_shared_mount_joins_its_group_so_a_bind_onto_it_is_refused()
     steps = [Step("mount-source", mount=2, path="/srv", to="/mnt", target="t1"),
              Step("mount-source", mount=1, path="/data", to="/mnt", target="t2")]
     assert "leads into bind mount of t1, which is shared" in check_plan(tree, targets, steps)[0]
+
+
+# A strategy that builds the tree starts with mounts not yet attached; the end state is judged
+# against the tree as dumped, whatever the namespace started with.
+BUILT = tree_of("1 0 8:1 / / rw - ext4 /dev/vda rw", "2 1 0:40 / /a rw - tmpfs a rw", "3 2 0:41 / /a/b rw - tmpfs b rw")
+
+
+def test_a_namespace_can_start_with_mounts_not_yet_attached() -> None:
+    ns = Namespace(BUILT, unattached=(2,))
+    assert ns.walk("/a/b/f").mount == 1 and ns.parent[2] is None and not ns.is_as_dumped()
+    assert ns.walk("/x", along=[1, 2]) == Landing(1, "/x", "/")  # nothing on the way: no obstacle
+    ns.attach(2, "/a")  # 2 carries 3 with it, as a detached subtree does
+    assert ns.walk("/a/b/f") == Landing(3, "/f", "/a/b") and ns.is_as_dumped()
+    assert Namespace.as_dumped(ns).shape() == ns.shape()
+
+
+def test_check_judges_the_end_against_the_dumped_tree_not_the_start() -> None:
+    # No step attaches mount 2: the tree ends as it started, which is not as dumped (3 still hangs
+    # from 2, as dumped, in the detached subtree).
+    problems = check_plan(BUILT, [], [], unattached=(2,))
+    assert problems == ["tree not restored: mount 2 on mount 1, at /a inside it became mount 2 (absent)"]
+    assert check_plan(BUILT, [], []) == []
+
+
+def test_check_and_the_executor_share_one_op_table() -> None:
+    assert set(check_ops) == set(REQUIRED)
+    with pytest.raises(AssertionError, match=r"missing \['yard-remove'\], unknown \['teleport'\]"):
+        handlers_for({**{op: print for op in REQUIRED if op != "yard-remove"}, "teleport": print}, "a test")
+    assert arguments(Step("move-back", mount=3, src="/y/0", to="/a/b")) == (3, "/y/0", "/a/b")
+    with pytest.raises(MissingField, match="move-back needs 'to'"):
+        arguments(Step("move-back", mount=3, src="/y/0"))
+    assert "move-back needs 'to'" in check_plan(BUILT, [], [Step("move-back", mount=3, src="/a/b")])[0]
