@@ -123,6 +123,15 @@ def test_on_stderr_is_quiet_off_a_terminal_and_draws_on_one(monkeypatch: pytest.
         assert bars is not progress.quiet
         bars("counting", 3, 10)
         bars("counting", 10, 10)
-    shown = os.read(master, 4096).decode()
+    chunks = []  # every write the bar made: one read may return only the first of them
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the terminal's other end is closed and all it wrote has been read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    shown = b"".join(chunks).decode()
     os.close(master)
     assert "counting" in shown and "3/10" in shown and shown.endswith("\r\x1b[K\x1b[?25h")

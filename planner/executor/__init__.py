@@ -24,8 +24,8 @@ and the end (and to explain a failure).
 
 Parts: run.py a run from start to end (execute, execute_here, run_plan); operations.py the
 Executor and its op table (yard, moves, keepers); targets.py the target steps and their checks;
-mounts.py the mounts steps move and the rollback; journal.py what the rollback undoes; paths.py
-resolution in the replica; report.py the Report records and the reporter that hears a run.
+mounts.py the mounts the steps move; rollback.py undoing them; journal.py what the rollback undoes;
+paths.py resolution in the replica; report.py the Report records and the reporter that hears a run.
 
 The report (Report.as_json, what `execute` returns and run --json prints):
   ok, steps_run, failed_step {index, op, errno, errno_name, reason, step} | None,

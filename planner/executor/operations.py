@@ -13,6 +13,7 @@ from planner.executor.journal import Aside, Yard
 from planner.executor.mounts import MOVE, O_PATH
 from planner.executor.paths import RESOLVE, Mismatch, clean
 from planner.executor.report import BaseReporter
+from planner.executor.rollback import Rollback
 from planner.executor.targets import Targets
 from planner.paths import from_root
 from planner.replica import Replica
@@ -22,7 +23,7 @@ from planner.targets import Target
 _SLOT_OPS = ("move-aside", "keeper-bind")  # the steps that put a mount into a yard slot
 
 
-class Executor(Targets):
+class Executor(Targets, Rollback):
     """Runs steps against a built replica, in this process (already inside the namespace)."""
 
     def __init__(self, replica: Replica, targets: Iterable[Target], reporter: BaseReporter | None = None) -> None:

@@ -136,7 +136,7 @@ def test_a_wrong_type_is_caught_and_rolled_back(mocker: MockerFixture, no_hang: 
     def plain_file(path: str, mode: int = 0o666, *, dir_fd: int | None = None) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, mode, dir_fd=dir_fd))
 
-    mocker.patch("planner.replica.os.mkfifo", plain_file)
+    mocker.patch("planner.replica.build.os.mkfifo", plain_file)
     fifo = [t for t in OBJECTS if t.id == "fifo-r"]
     report = execute(parse(TABLE), fifo, plan_steps(fifo))
     assert not report["ok"] and report["rolled_back"] and report["tree_identical"]
@@ -184,7 +184,7 @@ def test_the_replica_builds_unbindable_and_the_comparison_sees_it(mocker: Mocker
         if attrs.get("propagation") != kernel.MS_UNBINDABLE:
             real(fd, path, flags, **attrs)
 
-    mocker.patch("planner.replica.kernel.mount_setattr", no_unbindable)
+    mocker.patch("planner.replica.build.kernel.mount_setattr", no_unbindable)
     with pytest.raises(ReplicaError, match=r"unbindable: \[22\] only here, \[\] only there"):
         kernel.run_in_namespace(build_replica, mounts)
 

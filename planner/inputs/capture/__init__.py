@@ -2,7 +2,8 @@
 
 In parts a process tree or a host scan can reuse: table.py reads a mount namespace's table (once
 per namespace), objects.py what one process holds, sockets.py its unix sockets through sock_diag,
-process.py one process from start to end (capture_pid). Every syscall goes through planner.kernel.
+process.py one process from start to end (capture_pid). Its openat2, statx, setns, pidfd, fdinfo
+and sock_diag calls go through planner.kernel; the rest is Python's own os and socket modules.
 
 Reads /proc/PID (mountinfo, fd, fdinfo, cwd, root, map_files) and unix sockets
 through netlink sock_diag (pyroute2 DiagSocket). Needs root, or at least ptrace
