@@ -26,6 +26,15 @@ def file_type_of(mode: int) -> str | None:
 
 # How an open fd was opened (its O_ACCMODE, or O_PATH): a FIFO must be reopened the same way.
 ACCESS_MODES = ("read-only", "write-only", "read-write", "path")
+O_PATH = 0o10000000  # x86_64's (include/uapi/asm-generic/fcntl.h), as fdinfo and CRIU's images hold it
+
+
+def access_mode(flags: int) -> str:
+    """The access mode of an fd's open flags (fdinfo's, CRIU's reg_file_entry's, F_GETFL's). O_ACCMODE 3
+    ("no access", open(2) for ioctls only) reads and writes as far as a restorer is concerned."""
+    if flags & O_PATH:
+        return "path"
+    return ("read-only", "write-only", "read-write", "read-write")[flags & 3]
 
 # The file types each kind can have: chdir, root and a bind-mount source are directories, a
 # unix socket's name is a socket file, a mapping maps a regular file; an fd can hold any of them

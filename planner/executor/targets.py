@@ -23,7 +23,7 @@ from planner.mountinfo import Mount
 from planner.paths import from_root, inside
 from planner.replica import Key, Replica, TargetObject, sb_path
 from planner.steps import Step
-from planner.targets import Target, file_type_of
+from planner.targets import Target, access_mode, file_type_of
 
 _DEVICES = (stat.S_IFCHR, stat.S_IFBLK)
 _NOT_OPENED = (*_DEVICES, stat.S_IFSOCK)  # open(2) would run a driver, or cannot open it at all
@@ -34,12 +34,6 @@ _ACCESS_FLAGS = {"read-only": os.O_RDONLY, "write-only": os.O_WRONLY, "read-writ
 @functools.cache  # a few distinct modes, asked once per target
 def _type_name(mode: int) -> str:
     return file_type_of(mode) or ("symlink" if stat.S_ISLNK(mode) else f"type {stat.S_IFMT(mode):o}")
-
-
-def _access_name(flags: int) -> str:
-    if flags & os.O_PATH:
-        return "path"
-    return {os.O_RDONLY: "read-only", os.O_WRONLY: "write-only", os.O_RDWR: "read-write"}.get(flags & os.O_ACCMODE, "?")
 
 
 def _dev_text(rdev: int) -> str:
@@ -138,14 +132,14 @@ class Targets(Mounts):
             problem = None
             held = fcntl.fcntl(fd, fcntl.F_GETFL)
             if flags & os.O_PATH == 0 and held & os.O_ACCMODE != flags & os.O_ACCMODE:
-                problem = f"opened {_access_name(held)}, the dump held it {obj.access}"
+                problem = f"opened {access_mode(held)}, the dump held it {obj.access}"
             if made in _DEVICES and (rdev := os.fstat(fd).st_rdev) != obj.rdev:
                 problem = f"device {_dev_text(rdev)}, the replica made {_dev_text(obj.rdev)}"
         finally:
             # Verified, it is closed: a restored process holds its own, and the executor keeps no
             # fd per target (a plan with thousands of targets runs under `ulimit -n 1024`).
             os.close(fd)
-        detail = f"ino {ino}, {_type_name(mode)}, {_access_name(held)}" if obj.access else f"ino {ino}, {_type_name(mode)}"
+        detail = f"ino {ino}, {_type_name(mode)}, {access_mode(held)}" if obj.access else f"ino {ino}, {_type_name(mode)}"
         self._record(index, obj, self.replica.key(live), ino == obj.ino and dev == obj.dev, detail, mode, problem)
 
     def chdir(self, index: int, step: Step) -> None:

@@ -17,7 +17,7 @@ from planner.inputs.targets import TargetCollector
 from planner.kernel import CachedStat
 from planner.mountinfo import Mount
 from planner.paths import from_root
-from planner.targets import file_type_of
+from planner.targets import access_mode, file_type_of
 
 _DELETED = " (deleted)"
 # Only what the dentry cache already holds: a lookup that would ask the filesystem (a FUSE or
@@ -117,13 +117,6 @@ class Capture(TargetCollector):
 
 
 
-def _access(flags: int) -> str:
-    """How an fd was opened, from fdinfo's flags: what a restorer must open it with again."""
-    if flags & os.O_PATH:
-        return "path"
-    return {os.O_RDONLY: "read-only", os.O_WRONLY: "write-only", os.O_RDWR: "read-write"}.get(flags & os.O_ACCMODE, "read-write")
-
-
 def _no_path_reason(text: str) -> str:
     """Why an fd whose link is not a path has nothing to reopen by path."""
     kind = text.split(":", 1)[0]
@@ -167,7 +160,7 @@ def open_files(cap: Capture) -> dict[int, list[int]]:
             cap.skip(target_id, "open", None, mnt_id, _no_path_reason(text))
             continue
         file_type = file_type_of(st.mode)
-        access = _access(int(info.get("flags", "0"), 8))  # fdinfo prints flags in octal
+        access = access_mode(int(info.get("flags", "0"), 8))  # fdinfo prints flags in octal
         path, why = cap.path_of(text, st)
         if file_type is None:
             why = why or "an O_PATH fd on a symlink itself: nothing a restorer opens through it"

@@ -19,7 +19,7 @@ from planner.errors import DumpError
 from planner.inputs.targets import TargetCollector
 from planner.mountinfo import Mount, render_line
 from planner.progress import Progress, every, quiet
-from planner.targets import file_type_of, is_accepted_connection
+from planner.targets import O_PATH, access_mode, file_type_of, is_accepted_connection
 
 # images/mnt.proto `enum fstype` -> the kernel's name, as criu/filesystems.c spells it.
 # AUTO (16) means "mounted by name": the name is in the entry's `fsname`.
@@ -384,8 +384,7 @@ def mounts_from_image(image: Image, notes: list[str], progress: Progress = quiet
 # --- targets --------------------------------------------------------------------------------
 
 # reg_file_entry.flags as crit prints them (pb2dict's rfile_flags_map); O_PATH has no name there.
-_O_PATH = 0o10000000
-_OPEN_FLAGS = {"O_WRONLY": 0o1, "O_RDWR": 0o2, "O_PATH": _O_PATH}
+_OPEN_FLAGS = {"O_WRONLY": 0o1, "O_RDWR": 0o2, "O_PATH": O_PATH}
 
 
 @dataclass
@@ -442,7 +441,7 @@ def _add_reg(col: TargetCollector, files: _Files, file_id: int, target_id: str, 
     access: str | None = None
     if "flags" in body:
         flags = _flag_bits(files.image, index, body["flags"], _OPEN_FLAGS, "reg flags")
-        access = "path" if flags & _O_PATH else ("read-only", "write-only", "read-write", "read-write")[flags & 3]
+        access = access_mode(flags)
     if file_type == "socket" and access != "path":
         access = None  # not a combination the kernel makes; the dump reader would refuse it
     col.add(target_id, kind, mnt_id, name, file_type=file_type, access=access)
