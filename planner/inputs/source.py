@@ -7,7 +7,6 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from planner import limits
@@ -56,7 +55,6 @@ def load_json(text: str, source: str) -> object:
         raise DumpError(source, None, f"not usable JSON: {short(str(err))}") from None
 
 
-@dataclass
 class Source:
     """What DUMP names: a directory, or a file's (or standard input's) bytes, read once.
 
@@ -64,12 +62,13 @@ class Source:
     at the bytes (or at the path) does not pay for decoding; once decoded the bytes are dropped
     (no second copy while a big table is parsed)."""
 
-    path: str  # as given: '-' for standard input
-    name: str  # for messages
-    data: bytes = b""
-    is_dir: bool = False
-    _text: str | None = field(default=None, repr=False)
-    _json: dict[str, Any] | None = field(default=None, repr=False)
+    def __init__(self, path: str, name: str, data: bytes = b"", is_dir: bool = False) -> None:
+        self.path = path  # as given: '-' for standard input
+        self.name = name  # for messages
+        self.data = data
+        self.is_dir = is_dir
+        self._text: str | None = None
+        self._json: dict[str, Any] | None = None
 
     @classmethod
     def open(cls, path: str) -> Source:

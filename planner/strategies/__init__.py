@@ -7,7 +7,7 @@ to a symbolic namespace (planner.check) as it goes. planner.plan.make_plan choos
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from planner.analysis import Analysis
 from planner.check import Session
@@ -20,8 +20,7 @@ WHOLE_TABLE = ("give the table as the mount namespace's root sees it (overmount 
                "does nsenter -m -t PID cat /proc/self/mountinfo)")
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):  # NamedTuples, not dataclasses: every start of the tool imports them
     """What a strategy plans for: the tree, the analysed targets, and the caller's choices."""
 
     tree: MountTree
@@ -32,8 +31,7 @@ class Request:
     progress: Progress = quiet
 
 
-@dataclass(frozen=True)
-class Planned:
+class Planned(NamedTuple):
     """A strategy's answer: its steps, the yard they use, and the namespace as the last step left it
     (so that the end state is judged without simulating every step again)."""
 

@@ -55,3 +55,19 @@ What the result holds (overmount-dump/1 plus two extra fields):
   root that is the namespace's own, fds of other types: pipes, eventfds, ...).
 - ``notes``: what the conversion could not carry, one string each.
 """
+
+# How to turn a CRIU dump directory's images into what we read, and where crit comes from.
+CRIT_DECODE = ("decode the images first: for i in *.img; do crit decode --pretty -i \"$i\" -o \"${i%.img}.json\"; done "
+               "(crit comes with CRIU: apt install criu)")
+
+# The image kinds a paths dict may name, with the magic crit prints for each.
+MAGICS = {
+    "mountpoints": "MNTS",
+    "files": "FILES",
+    "fdinfo": "FDINFO",
+    "fs": "FS",
+    "mm": "MM",
+    "pstree": "PSTREE",
+    "ids": "IDS",
+    "inventory": "INVENTORY",
+}

@@ -8,15 +8,12 @@ from typing import Any
 
 from planner.dump import Dump
 from planner.errors import DumpError
-from planner.inputs.criu.entries import MAGICS, Image, ImageSet, dump_from_images
+from planner.inputs.criu import CRIT_DECODE, MAGICS
+from planner.inputs.criu.entries import Image, ImageSet, dump_from_images
 from planner.inputs.criu.layout import images_by_kind, images_of_directory
 from planner.inputs.dump_json import from_json
 from planner.inputs.source import Source, decode, json_element_lines, load_json, read_limited
 from planner.progress import Progress, quiet
-
-# How to turn a CRIU dump directory's images into what we read, and where crit comes from.
-CRIT_DECODE = ("decode the images first: for i in *.img; do crit decode --pretty -i \"$i\" -o \"${i%.img}.json\"; done "
-               "(crit comes with CRIU: apt install criu)")
 
 
 def image_from_text(text: str, source: str, kind: str) -> Image:
@@ -65,10 +62,6 @@ def dump_from_crit(paths: dict[str, str] | str | os.PathLike[str], progress: Pro
 
 def read_directory(source: Source, progress: Progress = quiet) -> Dump:
     return from_json(dump_from_crit(source.path, progress), source.name, "", progress)
-
-
-def is_mountpoints_image(source: Source) -> bool:
-    return source.looks_like_json() and source.json_object().get("magic") == MAGICS["mountpoints"]
 
 
 def read_mountpoints(source: Source, progress: Progress = quiet) -> Dump:

@@ -127,17 +127,6 @@ _SK_STATES = {
     "LAST_ACK": 9,
     "LISTEN": 10,
 }
-# The image kinds a paths dict may name, with the magic crit prints for each.
-MAGICS = {
-    "mountpoints": "MNTS",
-    "files": "FILES",
-    "fdinfo": "FDINFO",
-    "fs": "FS",
-    "mm": "MM",
-    "pstree": "PSTREE",
-    "ids": "IDS",
-    "inventory": "INVENTORY",
-}
 @dataclass
 class Image:
     """One decoded image: its entries, and where each entry starts in the file (for errors)."""
