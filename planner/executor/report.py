@@ -12,7 +12,7 @@ from planner.progress import Progress, every, quiet
 from planner.steps import Step
 
 
-@dataclass
+@dataclass(slots=True)  # one per target, made as the target is checked
 class TargetResult:
     """The kernel's answer for one target: the mount it reached (a dump id, or "live:N" for one the
     dump does not have), whether the inode and type are the dump's, and the step that reached it."""
